@@ -1,0 +1,91 @@
+// What this process or worker knows about itself: its name, its parent, the
+// default start method, and the children it started. Set by the child runtime
+// before the target's module loads; read by process.ts and context.ts.
+
+/**
+ * How a child runs: `"process"`, a separate `deno` OS process started with
+ * `Deno.Command`; `"worker"`, a Web Worker (a thread with its own isolate) in
+ * this OS process.
+ */
+export type StartMethod = "process" | "worker";
+
+/** The start methods, for validation. */
+export const START_METHODS: readonly StartMethod[] = ["process", "worker"];
+
+/** This process's or worker's identity, as a child sees it. */
+export interface Self {
+  name: string;
+  daemon: boolean;
+  /** Python's `_identity`: the path of child numbers from the main process. */
+  identity: number[];
+  parent: { name: string; pid: number } | null;
+  /** How this one was started; "main" in the main program. */
+  startedAs: StartMethod | "main";
+  /** Children made so far, for default names ("Process-1:2"). */
+  counter: number;
+  defaultStartMethod: StartMethod;
+}
+
+/** The one record of who we are. */
+export const self: Self = {
+  name: "MainProcess",
+  daemon: false,
+  identity: [],
+  parent: null,
+  startedAs: "main",
+  counter: 0,
+  defaultStartMethod: "process",
+};
+
+/** What the parent tells a child before its target's module loads. */
+export interface Boot {
+  name: string;
+  daemon: boolean;
+  identity: number[];
+  parent: { name: string; pid: number };
+  startedAs: StartMethod;
+  exportName: string;
+  kind: "function" | "class";
+}
+
+/** A child's view of itself, taken from its boot record. */
+export function boot(record: Boot): void {
+  self.name = record.name;
+  self.daemon = record.daemon;
+  self.identity = record.identity;
+  self.parent = record.parent;
+  self.startedAs = record.startedAs;
+}
+
+/** Throws a TypeError unless `method` is a start method. */
+export function validateStartMethod(method: unknown): StartMethod {
+  if (!START_METHODS.includes(method as StartMethod)) {
+    throw new TypeError(
+      `Cannot use start method ${JSON.stringify(method)}: use one of ${START_METHODS.map((m) => `"${m}"`).join(", ")}`,
+    );
+  }
+  return method as StartMethod;
+}
+
+/** A child that this process started, as the runtime needs to see it. */
+export interface ChildHandle {
+  readonly daemon: boolean;
+  isAlive(): boolean;
+  terminate(): void;
+  join(): Promise<void>;
+}
+
+/** The children this process started that have not been seen to end. */
+export const children: Set<ChildHandle> = new Set();
+
+/** Classes the package makes (a context's Process), treated as Process itself. */
+export const internalClasses: WeakSet<object> = new WeakSet();
+
+/** Passed as a Process's options by the child runtime to re-create an instance. */
+export const REVIVE: unique symbol = Symbol("@seed/multiprocessing/revive");
+
+/** Ends this child's children as a process exit does: daemons terminated, others joined. */
+export async function finishChildren(): Promise<void> {
+  for (const child of [...children]) if (child.daemon && child.isAlive()) child.terminate();
+  await Promise.all([...children].map((child) => child.join()));
+}

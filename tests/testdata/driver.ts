@@ -1,0 +1,45 @@
+// A parent program for tests that must watch a whole parent's life: its exit,
+// its death, its output. Usage: driver.ts <mode> <dir> [startMethod]
+import { Process } from "../../mod.ts";
+import { fail, sleepForever, writeLater } from "./targets.ts";
+
+const [mode, dir = ".", method = "process"] = Deno.args;
+const startMethod = method as "process" | "worker";
+
+export function hello(): void {
+  console.log("hello from the child");
+}
+
+if (!import.meta.main) {
+  // Imported by a child for its target: nothing to drive.
+} else if (mode === "exit") {
+  // Leaves a daemon and a non-daemon child running and returns.
+  const daemon = new Process({ target: sleepForever, daemon: true, startMethod });
+  const worker = new Process({ target: writeLater, args: [`${dir}/joined.json`, 300], startMethod });
+  await daemon.start();
+  await worker.start();
+  console.log(JSON.stringify({ daemon: daemon.pid, worker: worker.pid }));
+} else if (mode === "killed") {
+  const child = new Process({ target: sleepForever, startMethod });
+  await child.start();
+  console.log(JSON.stringify({ child: child.pid }));
+  await child.join();
+} else if (mode === "stdout") {
+  const child = new Process({ target: hello, startMethod });
+  await child.start();
+  await child.join();
+} else if (mode === "throws") {
+  const child = new Process({ target: fail, args: ["bad input in the child"], startMethod });
+  await child.start();
+  await child.join();
+  console.log(JSON.stringify({ exitCode: child.exitCode }));
+} else if (mode === "start") {
+  const child = new Process({ target: hello, startMethod });
+  try {
+    await child.start();
+    await child.join();
+    console.log("started");
+  } catch (error) {
+    console.log(String(error));
+  }
+}
