@@ -1,22 +1,10 @@
 // The runtime of a child, process or worker. Its main module (made by
-// process.ts) imports, in order: a boot module that calls boot() with who the
-// child is, the target's module, then this module's runChild(). runChild
-// receives the arguments, calls the target, and reports the exit code.
-import { parentPort } from "node:worker_threads";
+// process.ts) imports, in order: _boot.ts with who the child is, the target's
+// module, then this module's runChild(), which receives the arguments, calls
+// the target, and reports the exit code.
 import { decode } from "./_codec.ts";
-import { type Boot, boot as setSelf, finishChildren, REVIVE, self } from "./_state.ts";
+import { classes, finishChildren, REVIVE, self } from "./_state.ts";
 import { FrameReader } from "./_wire.ts";
-import { Process } from "./process.ts";
-// Every handle kind must be registered before arguments are decoded.
-import "./mod.ts";
-
-let record: Boot | undefined;
-
-/** Called by the boot module before the target's module loads. */
-export function boot(bootRecord: Boot): void {
-  record = bootRecord;
-  setSelf(bootRecord);
-}
 
 interface StartMessage {
   type: "start";
@@ -29,11 +17,35 @@ function isWorker(): boolean {
   return self.startedAs === "worker";
 }
 
+type Post = (message: unknown) => void;
+let post: Post = () => {};
+
 /** Waits for the start message from the parent: the encoded arguments. */
 async function receive(): Promise<unknown> {
   if (isWorker()) {
-    const message = await new Promise<StartMessage>((resolve) => parentPort!.once("message", resolve));
-    parentPort!.postMessage({ type: "started" });
+    let message: StartMessage;
+    if (self.boot!.nodeWorker) {
+      const { parentPort } = await import("node:worker_threads");
+      post = (m) => parentPort!.postMessage(m);
+      message = await new Promise<StartMessage>((resolve) => parentPort!.once("message", resolve));
+    } else {
+      const scope = globalThis as unknown as { onmessage: unknown; postMessage: Post };
+      post = (m) => scope.postMessage(m);
+      message = await new Promise<StartMessage>((resolve) => {
+        scope.onmessage = (event: MessageEvent<StartMessage>) => resolve(event.data);
+      });
+      scope.onmessage = null;
+      // A web Worker's parent sees no exit code: tell it before Deno.exit.
+      const exit = Deno.exit;
+      Object.defineProperty(Deno, "exit", {
+        value: (code?: number): never => {
+          finished = true;
+          post({ type: "exit", code: code ?? 0 });
+          return exit(code);
+        },
+      });
+    }
+    post({ type: "started" });
     return decode(message.payload, { transfer: message.transfer, shared: message.shared });
   }
   const reader = new FrameReader(Deno.stdin);
@@ -58,12 +70,16 @@ function watchParent(reader: FrameReader): void {
 
 function exportOf(target: Record<string, unknown>, name: string, kind: string): unknown {
   const value = target[name];
+  // A subclass's module imported process.ts, which set classes.Process.
+  const Process = classes.Process;
   const ok = kind === "class"
-    ? typeof value === "function" && value.prototype instanceof Process
+    ? typeof value === "function" && Process !== undefined && value.prototype instanceof Process
     : typeof value === "function";
   if (!ok) {
     throw new TypeError(
-      `Cannot run ${self.name}: its module does not export a ${kind === "class" ? "Process subclass" : "function"} named "${name}"; export it`,
+      `Cannot run ${self.name}: its module does not export a ${
+        kind === "class" ? "Process subclass" : "function"
+      } named "${name}"; export it`,
     );
   }
   return value;
@@ -71,15 +87,15 @@ function exportOf(target: Record<string, unknown>, name: string, kind: string): 
 
 /** Runs the target with the arguments the parent sends, then exits. */
 export async function runChild(target: Record<string, unknown>): Promise<void> {
-  const { exportName, kind } = record!;
+  const { exportName, kind } = self.boot!;
   let code = 0;
   try {
     const received = await receive();
     if (exportName !== "") {
       const fn = exportOf(target, exportName, kind);
       if (kind === "class") {
-        const instance = Reflect.construct(Process, [REVIVE], fn as typeof Process) as Process;
-        await Object.assign(instance, received as Record<string, unknown>).run();
+        const instance = Reflect.construct(classes.Process!, [REVIVE], fn as () => void);
+        await (Object.assign(instance, received) as { run(): unknown }).run();
       } else {
         await (fn as (...args: unknown[]) => unknown)(...(received as unknown[]));
       }

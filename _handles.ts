@@ -24,6 +24,8 @@ export interface EncodeContext {
   shared?: SharedArrayBuffer[] | undefined;
   /** Permissions a `"process"` destination needs; handles add to it. */
   grants?: Grants | undefined;
+  /** The names of the handle kinds met, filled in by the codec. */
+  kinds?: Set<string> | undefined;
   /** Run once the whole value is encoded and handed over (a moved end detaches). */
   commit?: (() => void)[] | undefined;
 }
@@ -75,4 +77,16 @@ export function handleKind(name: string): HandleKind {
 /** Empty grants, to fill while encoding for a `"process"` child. */
 export function emptyGrants(): Grants {
   return { read: new Set(), write: new Set(), net: new Set() };
+}
+
+/**
+ * Makes every instance of `cls` a handle of `kind`. The key goes on the
+ * prototype, not in the class body, so public classes do not expose the
+ * private HandleKind type.
+ */
+export function markHandleClass<T extends object>(
+  cls: abstract new (...args: never[]) => T,
+  kind: HandleKind<T, never> | HandleKind<T>,
+): void {
+  Object.defineProperty(cls.prototype, HANDLE, { value: kind, enumerable: false });
 }

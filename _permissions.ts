@@ -16,8 +16,24 @@ export type PermissionValue = "inherit" | boolean | (string | URL)[];
  */
 export type Permissions = "inherit" | { [K in PermissionName]?: PermissionValue };
 
-const NAMES: readonly PermissionName[] = ["read", "write", "net", "env", "sys", "run", "ffi", "import"];
-const SHORT: Record<string, PermissionName> = { R: "read", W: "write", N: "net", E: "env", S: "sys", I: "import" };
+const NAMES: readonly PermissionName[] = [
+  "read",
+  "write",
+  "net",
+  "env",
+  "sys",
+  "run",
+  "ffi",
+  "import",
+];
+const SHORT: Record<string, PermissionName> = {
+  R: "read",
+  W: "write",
+  N: "net",
+  E: "env",
+  S: "sys",
+  I: "import",
+};
 // Flags that change how the child resolves modules, so it resolves as we do.
 const FORWARDED = [
   "--config",
@@ -64,7 +80,9 @@ export function validatePermissions(permissions: unknown): Permissions {
   if (permissions === undefined || permissions === "inherit") return "inherit";
   if (typeof permissions !== "object" || permissions === null || Array.isArray(permissions)) {
     throw new TypeError(
-      `Cannot use permissions ${String(permissions)}: pass "inherit" or an object such as { read: ["./data"], net: false }`,
+      `Cannot use permissions ${
+        String(permissions)
+      }: pass "inherit" or an object such as { read: ["./data"], net: false }`,
     );
   }
   for (const [key, value] of Object.entries(permissions)) {
@@ -117,7 +135,9 @@ function partialGrants(name: PermissionName): string[] {
 }
 
 function asString(value: string | URL): string {
-  return value instanceof URL ? (value.protocol === "file:" ? decodeURIComponent(value.pathname) : value.href) : value;
+  return value instanceof URL
+    ? (value.protocol === "file:" ? decodeURIComponent(value.pathname) : value.href)
+    : value;
 }
 
 /** The module-resolution flags this process was started with. */

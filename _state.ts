@@ -24,6 +24,8 @@ export interface Self {
   /** Children made so far, for default names ("Process-1:2"). */
   counter: number;
   defaultStartMethod: StartMethod;
+  /** In a child: what its parent told it. */
+  boot?: Boot;
 }
 
 /** The one record of who we are. */
@@ -44,12 +46,17 @@ export interface Boot {
   identity: number[];
   parent: { name: string; pid: number };
   startedAs: StartMethod;
+  /** Whether the arguments hold handles (their kinds' modules are loaded first). */
+  handles: boolean;
+  /** For a worker: a node:worker_threads one (a daemon) or a web Worker. */
+  nodeWorker: boolean;
   exportName: string;
   kind: "function" | "class";
 }
 
 /** A child's view of itself, taken from its boot record. */
 export function boot(record: Boot): void {
+  self.boot = record;
   self.name = record.name;
   self.daemon = record.daemon;
   self.identity = record.identity;
@@ -61,7 +68,9 @@ export function boot(record: Boot): void {
 export function validateStartMethod(method: unknown): StartMethod {
   if (!START_METHODS.includes(method as StartMethod)) {
     throw new TypeError(
-      `Cannot use start method ${JSON.stringify(method)}: use one of ${START_METHODS.map((m) => `"${m}"`).join(", ")}`,
+      `Cannot use start method ${JSON.stringify(method)}: use one of ${
+        START_METHODS.map((m) => `"${m}"`).join(", ")
+      }`,
     );
   }
   return method as StartMethod;
@@ -89,3 +98,6 @@ export async function finishChildren(): Promise<void> {
   for (const child of [...children]) if (child.daemon && child.isAlive()) child.terminate();
   await Promise.all([...children].map((child) => child.join()));
 }
+
+/** The Process class, set when process.ts loads, for the child runtime to revive subclasses. */
+export const classes: { Process?: new (options: typeof REVIVE) => object } = {};

@@ -29,7 +29,11 @@ function readSource(url: string): string | undefined {
 /** The name `name` is exported under in `source`, if it is. */
 function exportedAs(source: string, name: string): string | undefined {
   const n = escape(name);
-  if (new RegExp(`export\\s+default\\s+(?:async\\s+)?(?:function\\s*\\*?|class)\\s*${n}\\b`).test(source)) {
+  if (
+    new RegExp(`export\\s+default\\s+(?:async\\s+)?(?:function\\s*\\*?|class)\\s*${n}\\b`).test(
+      source,
+    )
+  ) {
     return "default";
   }
   const declared = new RegExp(
@@ -59,14 +63,25 @@ function resolve(specifier: string, referrer: string): string | undefined {
 function importedFrom(source: string, name: string, referrer: string): TargetRef[] {
   const found: TargetRef[] = [];
   const from = `\\s*from\\s*["']([^"']+)["']`;
-  for (const m of source.matchAll(new RegExp(`import\\s*(?:[\\w$]+\\s*,\\s*)?\\{([^}]*)\\}${from}`, "g"))) {
+  for (
+    const m of source.matchAll(
+      new RegExp(`import\\s*(?:[\\w$]+\\s*,\\s*)?\\{([^}]*)\\}${from}`, "g"),
+    )
+  ) {
     for (const entry of m[1]!.split(",")) {
       const [imported] = entry.trim().split(/\s+as\s+/);
       const module = resolve(m[2]!, referrer);
       if (imported === name && module !== undefined) found.push({ module, exportName: name });
     }
   }
-  for (const m of source.matchAll(new RegExp(`import\\s*(?:\\*\\s*as\\s*[\\w$]+|([\\w$]+))\\s*(?:,\\s*\\{[^}]*\\})?${from}`, "g"))) {
+  for (
+    const m of source.matchAll(
+      new RegExp(
+        `import\\s*(?:\\*\\s*as\\s*[\\w$]+|([\\w$]+))\\s*(?:,\\s*\\{[^}]*\\})?${from}`,
+        "g",
+      ),
+    )
+  ) {
     const module = resolve(m[2]!, referrer);
     if (module === undefined) continue;
     const other = readSource(module);
@@ -81,7 +96,8 @@ export function callerModules(stack: string | undefined): string[] {
   const modules: string[] = [];
   for (const m of (stack ?? "").matchAll(/((?:file|https?):\/\/[^\s)]+?):\d+:\d+/g)) {
     const url = m[1]!;
-    if (url.startsWith(OWN_DIR) || modules.includes(url)) continue;
+    const ours = url.startsWith(OWN_DIR) && !url.slice(OWN_DIR.length).includes("/");
+    if (ours || modules.includes(url)) continue;
     modules.push(url);
   }
   return modules;
@@ -109,7 +125,9 @@ export function findTarget(
   module?: string | URL,
 ): TargetRef {
   if (typeof fn !== "function") {
-    throw new TypeError(`Cannot use ${typeof fn} as a ${what}: pass a function exported from a module`);
+    throw new TypeError(
+      `Cannot use ${typeof fn} as a ${what}: pass a function exported from a module`,
+    );
   }
   const name = fn.name;
   if (name === "" || name.startsWith("bound ") || !/^[\w$]+$/.test(name)) {

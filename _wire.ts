@@ -44,7 +44,9 @@ export class FrameReader {
       if (n === null) {
         if (this.#end === this.#start) return null;
         throw new TypeError(
-          `Cannot read frame: the stream ended inside a frame (${this.#end - this.#start} bytes left over)`,
+          `Cannot read frame: the stream ended inside a frame (${
+            this.#end - this.#start
+          } bytes left over)`,
         );
       }
       this.#end += n;
@@ -60,6 +62,40 @@ export class FrameReader {
       );
     }
     return length;
+  }
+
+  /**
+   * The next frame's payload as fresh bytes the caller owns, or null at a
+   * clean end of stream. A large frame is read straight into its own buffer.
+   */
+  async nextOwned(): Promise<Uint8Array | null> {
+    if (this.#end - this.#start >= HEADER) {
+      const length = this.#length();
+      const have = this.#end - this.#start - HEADER;
+      if (length > 1 << 16 && have < length) {
+        const out = new Uint8Array(length);
+        out.set(this.#buf.subarray(this.#start + HEADER, this.#end));
+        this.#start = this.#end = 0;
+        for (let at = have; at < length;) {
+          const n = await this.#source.read(out.subarray(at));
+          if (n === null) {
+            throw new TypeError(
+              `Cannot read frame: the stream ended inside a frame (${length - at} bytes missing)`,
+            );
+          }
+          at += n;
+        }
+        return out;
+      }
+    }
+    const frame = await this.next();
+    return frame === null ? null : frame.slice();
+  }
+
+  /** Whether a whole frame is already buffered, so `next()` will not read. */
+  get buffered(): boolean {
+    if (this.#end - this.#start < HEADER) return false;
+    return this.#end - this.#start - HEADER >= this.#length();
   }
 
   #parse(): Uint8Array | null {
@@ -110,13 +146,25 @@ export class FrameWriter {
 
   /** Queues one frame; the promise settles when it has been written. */
   write(payload: Uint8Array): Promise<void> {
+    return this.writeParts([payload]);
+  }
+
+  /** Queues one frame made of several parts, without joining them first. */
+  writeParts(parts: Uint8Array[]): Promise<void> {
     if (this.#error !== undefined) return Promise.reject(this.#error);
+    let length = 0;
+    for (const part of parts) length += part.length;
     const header = new Uint8Array(HEADER);
-    new DataView(header.buffer).setUint32(0, payload.length, true);
-    this.#pending.push(header, payload);
-    this.#pendingBytes += HEADER + payload.length;
+    new DataView(header.buffer).setUint32(0, length, true);
+    this.#pending.push(header, ...parts);
+    this.#pendingBytes += HEADER + length;
     this.#flushing ??= this.#flush();
     return this.#flushing;
+  }
+
+  /** Settles when everything queued so far has been written (or failed). */
+  drained(): Promise<void> {
+    return (this.#flushing ?? Promise.resolve()).catch(() => {});
   }
 
   async #flush(): Promise<void> {
@@ -128,7 +176,7 @@ export class FrameWriter {
         const size = this.#pendingBytes;
         this.#pending = [];
         this.#pendingBytes = 0;
-        await writeAll(this.#sink, chunks.length === 2 && size > 1 << 16 ? chunks : [concat(chunks, size)]);
+        await writeAll(this.#sink, size > 1 << 16 ? group(chunks) : [concat(chunks, size)]);
       }
     } catch (error) {
       this.#error = error;
@@ -137,6 +185,30 @@ export class FrameWriter {
       this.#flushing = null;
     }
   }
+}
+
+// Small chunks joined, large ones written as they are: few syscalls, no big copies.
+function group(chunks: Uint8Array[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let run: Uint8Array[] = [];
+  let runSize = 0;
+  const flushRun = () => {
+    if (run.length === 1) out.push(run[0]!);
+    else if (run.length > 1) out.push(concat(run, runSize));
+    run = [];
+    runSize = 0;
+  };
+  for (const chunk of chunks) {
+    if (chunk.length >= 1 << 15) {
+      flushRun();
+      out.push(chunk);
+    } else {
+      run.push(chunk);
+      runSize += chunk.length;
+    }
+  }
+  flushRun();
+  return out;
 }
 
 function concat(chunks: Uint8Array[], size: number): Uint8Array {

@@ -19,13 +19,18 @@
  *
  * @module
  */
-import { Worker as NodeWorker } from "node:worker_threads";
 import { encode } from "./_codec.ts";
 import { emptyGrants, type EncodeContext } from "./_handles.ts";
-import { type Permissions, permissionFlags, resolutionFlags, validatePermissions } from "./_permissions.ts";
+import {
+  permissionFlags,
+  type Permissions,
+  resolutionFlags,
+  validatePermissions,
+} from "./_permissions.ts";
 import {
   type Boot,
   children,
+  classes,
   internalClasses,
   REVIVE,
   self,
@@ -115,7 +120,6 @@ export interface JoinOptions {
   timeout?: number | undefined;
 }
 
-
 const SIGNALS: Record<string, number> = {
   SIGHUP: 1,
   SIGINT: 2,
@@ -135,6 +139,8 @@ const SIGNALS: Record<string, number> = {
 };
 
 const CHILD_URL = new URL("./_child.ts", import.meta.url).href;
+const MOD_URL = new URL("./mod.ts", import.meta.url).href;
+const STATE_URL = new URL("./_state.ts", import.meta.url).href;
 let unloadHooked = false;
 
 function hookUnload(): void {
@@ -153,11 +159,16 @@ function dataUrl(source: string): string {
 
 /** The child's main module: boot record first, then the target, then the runtime. */
 function entrySource(boot: Boot, module: string): string {
-  const bootModule = dataUrl(
-    `import { boot } from ${JSON.stringify(CHILD_URL)};\nboot(${JSON.stringify(boot)});\n`,
+  // JavaScript in a data: URL: a TypeScript module under a new URL each time
+  // would be transpiled each time.
+  const bootUrl = dataUrl(
+    `import { boot } from ${JSON.stringify(STATE_URL)};\nboot(${JSON.stringify(boot)});`,
   );
+  // Every worker pays for each module it loads: load the package's handle
+  // kinds only when the arguments hold handles.
   return [
-    `import ${JSON.stringify(bootModule)};`,
+    `import ${JSON.stringify(bootUrl)};`,
+    ...(boot.handles ? [`import ${JSON.stringify(MOD_URL)};`] : []),
     `import * as target from ${JSON.stringify(module)};`,
     `import { runChild } from ${JSON.stringify(CHILD_URL)};`,
     `await runChild(target);`,
@@ -186,7 +197,9 @@ function timeoutOf(options: JoinOptions | undefined): number | undefined {
   const timeout = options?.timeout;
   if (timeout === undefined) return undefined;
   if (typeof timeout !== "number" || Number.isNaN(timeout)) {
-    throw new TypeError(`Cannot wait with timeout ${String(timeout)}: it must be a number of milliseconds`);
+    throw new TypeError(
+      `Cannot wait with timeout ${String(timeout)}: it must be a number of milliseconds`,
+    );
   }
   return Math.max(0, timeout);
 }
@@ -234,7 +247,7 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
   #pid: number | undefined;
   #child: Deno.ChildProcess | undefined;
   #stdin: WritableStreamDefaultWriter<Uint8Array> | undefined;
-  #worker: NodeWorker | undefined;
+  #worker: { terminate(): void; ref?(): void; unref?(): void } | undefined;
   #signalled: number | undefined;
   #exited: Promise<void>;
   #markExited!: (code: number) => void;
@@ -267,7 +280,8 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
     if (typeof options !== "object" || options === null) {
       throw new TypeError("Cannot make a Process: pass an options object such as { target, args }");
     }
-    const { target, args = [] as unknown as A, name, daemon, startMethod, permissions, module } = options;
+    const { target, args = [] as unknown as A, name, daemon, startMethod, permissions, module } =
+      options;
     if (!Array.isArray(args)) throw new TypeError("Cannot make a Process: args must be an array");
     if (name !== undefined && typeof name !== "string") {
       throw new TypeError("Cannot make a Process: name must be a string");
@@ -368,7 +382,9 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
   async start(): Promise<void> {
     this.#checkOpen("start");
     if (this.#state !== "initial") {
-      throw new ValueError(`Cannot start process ${this.#name}: it has already started; make a new Process`);
+      throw new ValueError(
+        `Cannot start process ${this.#name}: it has already started; make a new Process`,
+      );
     }
     const context: EncodeContext = {
       destination: this.#startMethod,
@@ -376,6 +392,7 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
       shared: this.#startMethod === "worker" ? [] : undefined,
       grants: this.#startMethod === "process" ? emptyGrants() : undefined,
       commit: [],
+      kinds: new Set(),
     };
     const payload = this.#kind === "class"
       ? encode({ ...this }, context, "fields")
@@ -386,6 +403,8 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
       identity: this.#identity,
       parent: { name: self.name, pid: Deno.pid },
       startedAs: this.#startMethod,
+      handles: context.kinds!.size > 0,
+      nodeWorker: this.#startMethod === "worker" && this.#daemon,
       exportName: this.#ref?.exportName ?? "",
       kind: this.#ref === undefined ? "function" : this.#kind,
     };
@@ -445,34 +464,73 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
     }
   }
 
-  #startWorker(entry: string, payload: Uint8Array, context: EncodeContext, module: string): Promise<void> {
+  async #startWorker(
+    entry: string,
+    payload: Uint8Array,
+    context: EncodeContext,
+    module: string,
+  ): Promise<void> {
     requireRead(module, this.#name);
     requireRead(CHILD_URL, this.#name);
-    // node:worker_threads, not the web Worker: it reports exit codes
-    // (Deno.exit(n) in the worker) and can be unref'd for a daemon.
-    const worker = new NodeWorker(new URL(dataUrl(entry)), { name: this.#name });
-    this.#worker = worker;
+    // A web Worker boots in a third of the time of a node:worker_threads one,
+    // but only the latter can be unref'd, which a daemon needs.
+    const NodeWorker = this.#daemon ? (await import("node:worker_threads")).Worker : undefined;
+    const url = dataUrl(entry);
     this.#state = "started";
     children.add(this);
-    if (this.#daemon) worker.unref();
-    return new Promise<void>((resolve, reject) => {
+    const transfer = context.transfer ?? [];
+    const message = { type: "start", payload, transfer, shared: context.shared };
+    const list = [...transfer, payload.buffer as ArrayBuffer];
+    return await new Promise<void>((resolve, reject) => {
       let started = false;
       let failure: unknown;
-      worker.on("message", (message: { type?: string }) => {
-        if (message?.type !== "started") return;
-        started = true;
-        resolve();
-      });
-      worker.on("error", (error: unknown) => failure ??= error);
-      worker.on("exit", (code: number) => {
+      const onMessage = (message: { type?: string; code?: number }) => {
+        if (message?.type === "started") {
+          started = true;
+          if (this.#daemon && this.#joiners === 0) this.#worker?.unref?.();
+          resolve();
+        } else if (message?.type === "exit") {
+          onExit(message.code ?? 0); // First: the code it reported wins.
+          this.#worker?.terminate();
+        }
+      };
+      const onExit = (code: number) => {
         this.#markExited(this.#signalled ?? code);
         if (started) return;
         const reason = failure instanceof Error ? failure.message : `it exited with code ${code}`;
-        reject(new Error(`Cannot start worker process ${this.#name}: ${reason}`, { cause: failure }));
-      });
-      const transfer = context.transfer ?? [];
-      const list = [...transfer, payload.buffer] as unknown as Parameters<NodeWorker["postMessage"]>[1];
-      worker.postMessage({ type: "start", payload, transfer, shared: context.shared }, list);
+        reject(
+          new Error(`Cannot start worker process ${this.#name}: ${reason}`, { cause: failure }),
+        );
+      };
+      if (NodeWorker !== undefined) {
+        const worker = new NodeWorker(new URL(url), { name: this.#name });
+        this.#worker = {
+          terminate: () => void worker.terminate(),
+          ref: () => worker.ref(),
+          unref: () => worker.unref(),
+        };
+        worker.on("message", onMessage);
+        worker.on("error", (error: unknown) => failure ??= error);
+        worker.on("exit", onExit);
+        worker.postMessage(message, list as unknown as Parameters<typeof worker.postMessage>[1]);
+        return;
+      }
+      const worker = new Worker(url, { type: "module", name: this.#name });
+      // A web Worker has no exit event: its end is reported, or seen here.
+      this.#worker = {
+        terminate: () => {
+          worker.terminate();
+          onExit(this.#signalled ?? 1);
+        },
+      };
+      worker.onmessage = (event: MessageEvent) => onMessage(event.data);
+      worker.onerror = (event: ErrorEvent) => {
+        event.preventDefault(); // Else it would be rethrown here.
+        failure ??= new Error(event.message);
+        if (started) console.error(`Process ${this.#name}: ${event.message}`);
+        this.#worker?.terminate();
+      };
+      worker.postMessage(message, list);
     });
   }
 
@@ -488,15 +546,33 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
     this.#checkOpen("join");
     const timeout = timeoutOf(options);
     if (this.#state === "initial") {
-      throw new ValueError(`Cannot join process ${this.#name}: it has not started; call start() first`);
+      throw new ValueError(
+        `Cannot join process ${this.#name}: it has not started; call start() first`,
+      );
     }
-    if (timeout === undefined) return await this.#exited;
+    // A daemon child does not keep the event loop alive; a join on it must.
+    if (this.#daemon) this.#holdLoop(true);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      this.#exited,
-      new Promise<void>((resolve) => timer = setTimeout(resolve, timeout)),
-    ]);
-    clearTimeout(timer);
+    try {
+      if (timeout === undefined) return await this.#exited;
+      await Promise.race([
+        this.#exited,
+        new Promise<void>((resolve) => timer = setTimeout(resolve, timeout)),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      if (this.#daemon) this.#holdLoop(false);
+    }
+  }
+
+  #joiners = 0;
+
+  #holdLoop(hold: boolean): void {
+    this.#joiners += hold ? 1 : -1;
+    const held = this.#joiners > 0;
+    if (this.#exitCode !== null) return;
+    if (held) (this.#child ?? this.#worker)?.ref?.();
+    else (this.#child ?? this.#worker)?.unref?.();
   }
 
   /**
@@ -561,8 +637,9 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
       throw new ValueError(`Cannot ${action} process ${this.#name}: it is closed`);
     }
   }
-
 }
+
+classes.Process = Process as unknown as NonNullable<typeof classes.Process>;
 
 /**
  * This process or worker: `"MainProcess"` in the main program.

@@ -15,7 +15,11 @@ if (!import.meta.main) {
 } else if (mode === "exit") {
   // Leaves a daemon and a non-daemon child running and returns.
   const daemon = new Process({ target: sleepForever, daemon: true, startMethod });
-  const worker = new Process({ target: writeLater, args: [`${dir}/joined.json`, 300], startMethod });
+  const worker = new Process({
+    target: writeLater,
+    args: [`${dir}/joined.json`, 300],
+    startMethod,
+  });
   await daemon.start();
   await worker.start();
   console.log(JSON.stringify({ daemon: daemon.pid, worker: worker.pid }));

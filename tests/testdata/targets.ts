@@ -17,7 +17,7 @@ export function echoArgs(path: string, ...rest: unknown[]): void {
 
 export async function asyncEcho(path: string, value: unknown): Promise<void> {
   await Promise.resolve();
-  writeResult(path, { value, type: typeof value });
+  writeResult(path, { type: typeof value, text: String(value) });
 }
 
 export function whoAmI(path: string): void {
@@ -76,6 +76,10 @@ export class Greeter extends Process {
   path = "";
   override run(): void {
     this.greeting += " from child";
-    writeResult(this.path, { greeting: this.greeting, name: this.name, isGreeter: this instanceof Greeter });
+    writeResult(this.path, {
+      greeting: this.greeting,
+      name: this.name,
+      isGreeter: this instanceof Greeter,
+    });
   }
 }

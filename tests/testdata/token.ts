@@ -1,5 +1,5 @@
 // A handle kind for tests: a token that crosses to a child as a handle.
-import { HANDLE, type HandleKind, registerHandleKind } from "../../_handles.ts";
+import { type HandleKind, markHandleClass, registerHandleKind } from "../../_handles.ts";
 
 export class Token {
   readonly id: number;
@@ -7,9 +7,6 @@ export class Token {
   constructor(id: number, revived = false) {
     this.id = id;
     this.revived = revived;
-  }
-  get [HANDLE](): HandleKind {
-    return tokenKind as HandleKind;
   }
 }
 
@@ -21,3 +18,4 @@ export const tokenKind: HandleKind<Token, { id: number }> = registerHandleKind({
   },
   revive: ({ id }) => new Token(id, true),
 });
+markHandleClass(Token, tokenKind);

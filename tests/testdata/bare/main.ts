@@ -7,7 +7,11 @@ export function greet(path: string): void {
 }
 
 if (import.meta.main) {
-  const p = new Process({ target: greet, args: [Deno.args[0]!], startMethod: Deno.args[1] as "process" });
+  const p = new Process({
+    target: greet,
+    args: [Deno.args[0]!],
+    startMethod: Deno.args[1] as "process",
+  });
   await p.start();
   await p.join();
   Deno.exit(p.exitCode ?? 99);

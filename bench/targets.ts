@@ -1,0 +1,2 @@
+// Targets the benchmarks' children run.
+export function noop(): void {}
