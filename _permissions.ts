@@ -1,7 +1,8 @@
 // Turns a Process's `permissions` option into `deno run` flags for the child:
-// never more than this process was granted. Full grants are read from
-// Deno.permissions; partial ones (`--allow-read=./data`) only from this
-// process's own command line, where Linux lets us read it.
+// never more than this process was granted. Deno lets a program ask about a
+// permission but not list its allow or deny lists (its own command line in
+// /proc needs --allow-all), so a kind granted only in part is passed on only
+// through the explicit entries a caller names, each checked here.
 import type { Grants } from "./_handles.ts";
 
 /** The permission kinds of Deno a child can be given. */
@@ -26,14 +27,6 @@ const NAMES: readonly PermissionName[] = [
   "ffi",
   "import",
 ];
-const SHORT: Record<string, PermissionName> = {
-  R: "read",
-  W: "write",
-  N: "net",
-  E: "env",
-  S: "sys",
-  I: "import",
-};
 // Flags that change how the child resolves modules, so it resolves as we do.
 const FORWARDED = [
   "--config",
@@ -69,7 +62,9 @@ function descriptor(name: PermissionName, value: string): Deno.PermissionDescrip
 
 function granted(desc: Deno.PermissionDescriptor): boolean {
   try {
-    return Deno.permissions.querySync(desc).state === "granted";
+    const status = Deno.permissions.querySync(desc);
+    // "partial": granted with exceptions (a --deny-* flag): not all of it.
+    return status.state === "granted" && !status.partial;
   } catch {
     return false;
   }
@@ -102,7 +97,10 @@ export function validatePermissions(permissions: unknown): Permissions {
 
 let commandLine: string[] | undefined;
 
-/** This process's command line, or an empty list where it cannot be read. */
+/**
+ * This process's command line, or an empty list where it cannot be read:
+ * Deno allows that only with --allow-all. Used for resolution flags only.
+ */
 function ownCommandLine(): string[] {
   if (commandLine !== undefined) return commandLine;
   commandLine = [];
@@ -120,18 +118,6 @@ function ownFlags(): string[] {
   const args = ownCommandLine().slice(2);
   const end = args.findIndex((arg) => !arg.startsWith("-"));
   return end === -1 ? args : args.slice(0, end);
-}
-
-/** Values this process was granted for a kind by `--allow-x=a,b` flags. */
-function partialGrants(name: PermissionName): string[] {
-  const values: string[] = [];
-  for (const flag of ownFlags()) {
-    const match = /^--allow-([a-z]+)=(.*)$/.exec(flag) ?? /^-([A-Z])=(.*)$/.exec(flag);
-    if (match === null) continue;
-    const kind = match[1]!.length === 1 ? SHORT[match[1]!] : match[1];
-    if (kind === name) values.push(...match[2]!.split(",").filter((v) => v !== ""));
-  }
-  return values;
 }
 
 function asString(value: string | URL): string {
@@ -191,21 +177,17 @@ export function permissionFlags(permissions: Permissions, needs?: Grants): strin
   const flags = ["--no-prompt"];
   for (const name of NAMES) {
     const setting = permissions === "inherit" ? "inherit" : (permissions[name] ?? false);
-    if (setting !== false && granted({ name })) {
-      if (setting === true || setting === "inherit") {
-        flags.push(`--allow-${name}`);
-        continue;
-      }
+    const whole = setting === true || setting === "inherit";
+    if (whole && granted({ name })) {
+      flags.push(`--allow-${name}`);
+      continue;
     }
-    const wanted = setting === false
-      ? []
-      : setting === true || setting === "inherit"
-      ? partialGrants(name)
-      : setting.map(asString);
-    const values = new Set(wanted.filter((value) => granted(descriptor(name, value))));
+    // A kind we hold only in part passes on only what the caller lists.
+    const wanted = Array.isArray(setting) ? setting.map(asString) : [];
     if (needs !== undefined && (name === "read" || name === "write" || name === "net")) {
-      for (const value of needs[name]) values.add(value);
+      wanted.push(...needs[name]);
     }
+    const values = new Set(wanted.filter((value) => granted(descriptor(name, value))));
     if (values.size > 0) flags.push(`--allow-${name}=${[...values].join(",")}`);
   }
   return flags;

@@ -275,6 +275,7 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
       this.#startMethod = self.startedAs === "main" ? "process" : self.startedAs;
       this.#permissions = "inherit";
       this.#state = "started";
+      this.#pid = self.startedAs === "process" ? Deno.pid : undefined;
       return;
     }
     if (typeof options !== "object" || options === null) {

@@ -242,6 +242,7 @@ for (const method of METHODS) {
         greeting: "hello from child",
         name: "greeter",
         isGreeter: true,
+        pid: method === "process" ? greeter.pid : null,
       });
       assert.equal(greeter.greeting, "hello", "what run() changes stays in the child");
       greeter.close();
@@ -416,6 +417,19 @@ Deno.test("Process with narrowed permissions is denied what it was not given", a
     await inherited.start();
     await inherited.join();
     assert.equal(inherited.exitCode, 1);
+  });
+});
+
+Deno.test("a child inherits what its parent is denied", async () => {
+  await withTempDir(async (dir) => {
+    const out = await driver(["deny", dir], [
+      "--allow-read",
+      "--allow-write",
+      "--allow-run",
+      `--deny-read=${dir}/secret.txt`,
+    ]).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), { exitCodes: [0, 0] });
   });
 });
 

@@ -1,7 +1,7 @@
 // A parent program for tests that must watch a whole parent's life: its exit,
 // its death, its output. Usage: driver.ts <mode> <dir> [startMethod]
 import { Process } from "../../mod.ts";
-import { fail, sleepForever, writeLater } from "./targets.ts";
+import { expectDenied, fail, probeReads, sleepForever, writeLater } from "./targets.ts";
 
 const [mode, dir = ".", method = "process"] = Deno.args;
 const startMethod = method as "process" | "worker";
@@ -37,6 +37,24 @@ if (!import.meta.main) {
   await child.start();
   await child.join();
   console.log(JSON.stringify({ exitCode: child.exitCode }));
+} else if (mode === "deny") {
+  // This parent may read all but secret.txt. Deno does not tell it what it is
+  // denied, so an "inherit" child gets no read access at all; a child given an
+  // explicit list gets the entries this parent may read.
+  Deno.writeTextFileSync(`${dir}/public.txt`, "public");
+  const inherit = new Process({ target: expectDenied, args: [`${dir}/secret.txt`] });
+  const listed = new Process({
+    target: probeReads,
+    args: [`${dir}/public.txt`, `${dir}/secret.txt`],
+    permissions: { read: [`${dir}/public.txt`, `${dir}/secret.txt`] },
+  });
+  const codes = [];
+  for (const child of [inherit, listed]) {
+    await child.start();
+    await child.join();
+    codes.push(child.exitCode);
+  }
+  console.log(JSON.stringify({ exitCodes: codes }));
 } else if (mode === "start") {
   const child = new Process({ target: hello, startMethod });
   try {

@@ -55,6 +55,17 @@ export function probeReads(allowed: string, denied: string): void {
   }
 }
 
+/** Expects reading `path` to be refused. */
+export function expectDenied(path: string): void {
+  try {
+    Deno.readTextFileSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) return;
+    throw error;
+  }
+  throw new Error(`the child was allowed to read ${path}`);
+}
+
 export function checkToken(path: string, value: { deep: Token[] }): void {
   const [a, b] = value.deep;
   writeResult(path, {
@@ -80,6 +91,7 @@ export class Greeter extends Process {
       greeting: this.greeting,
       name: this.name,
       isGreeter: this instanceof Greeter,
+      pid: this.pid ?? null,
     });
   }
 }
