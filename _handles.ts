@@ -28,6 +28,11 @@ export interface EncodeContext {
   kinds?: Set<string> | undefined;
   /** Run once the whole value is encoded and handed over (a moved end detaches). */
   commit?: (() => void)[] | undefined;
+  /**
+   * Run when the destination is known to be gone (a child that exited): what
+   * it held is released, as a dead process's file descriptors close.
+   */
+  lost?: (() => void)[] | undefined;
 }
 
 /** What the codec tells a handle kind while it decodes. */
@@ -85,7 +90,7 @@ export function emptyGrants(): Grants {
  * private HandleKind type.
  */
 export function markHandleClass<T extends object>(
-  cls: abstract new (...args: never[]) => T,
+  cls: { prototype: T },
   kind: HandleKind<T, never> | HandleKind<T>,
 ): void {
   Object.defineProperty(cls.prototype, HANDLE, { value: kind, enumerable: false });

@@ -148,7 +148,8 @@ export function resolutionFlags(): string[] {
 /** The deno.json a `deno run` of our main module would find, if we may look. */
 function findConfig(): string | undefined {
   const starts: string[] = [];
-  if (Deno.mainModule.startsWith("file:")) starts.push(new URL(".", Deno.mainModule).pathname);
+  // Deno.mainModule is undefined in a node:worker_threads worker.
+  if (Deno.mainModule?.startsWith("file:")) starts.push(new URL(".", Deno.mainModule).pathname);
   try {
     starts.push(Deno.cwd());
   } catch { /* no read permission for the cwd */ }

@@ -93,11 +93,27 @@ export const internalClasses: WeakSet<object> = new WeakSet();
 /** Passed as a Process's options by the child runtime to re-create an instance. */
 export const REVIVE: unique symbol = Symbol("@seed/multiprocessing/revive");
 
-/** Ends this child's children as a process exit does: daemons terminated, others joined. */
+/**
+ * Work a child does after its target returns and its children ended, before
+ * it exits: a queue's last frames written, its sockets closed.
+ */
+export const atExit: Set<() => void | Promise<void>> = new Set();
+
+/**
+ * Ends a child as a process exit does: its daemon children terminated, the
+ * others joined, then the `atExit` work done.
+ */
 export async function finishChildren(): Promise<void> {
   for (const child of [...children]) if (child.daemon && child.isAlive()) child.terminate();
   await Promise.all([...children].map((child) => child.join()));
+  for (const work of [...atExit]) await work();
 }
 
 /** The Process class, set when process.ts loads, for the child runtime to revive subclasses. */
 export const classes: { Process?: new (options: typeof REVIVE) => object } = {};
+
+/**
+ * Each started child's end, as a promise that does not keep the event loop
+ * alive (Process.join() does, for a daemon): for a pool to watch its workers.
+ */
+export const exits: WeakMap<object, Promise<number>> = new WeakMap();

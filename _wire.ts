@@ -17,6 +17,9 @@ export interface ByteWriter {
 export const DEFAULT_MAX_FRAME: number = 1 << 30;
 
 const HEADER = 4;
+// Frames are copied into a stage of this size; parts this large are written as they are.
+const STAGE = 1 << 16;
+const LARGE = 1 << 15;
 
 /** Reads whole frames; a truncated, oversized or corrupt stream is an error. */
 export class FrameReader {
@@ -92,6 +95,27 @@ export class FrameReader {
     return frame === null ? null : frame.slice();
   }
 
+  /**
+   * The next frame if it is already buffered (a view valid until the next
+   * call), else null: lets a reader handle a burst without awaiting each frame.
+   */
+  nextBuffered(): Uint8Array | null {
+    return this.#parse();
+  }
+
+  /**
+   * Gives the buffer to the views handed out so far: later reads go to a fresh
+   * buffer, so those views stay valid without a copy each.
+   */
+  release(): void {
+    const rest = this.#buf.subarray(this.#start, this.#end);
+    const fresh = new Uint8Array(Math.max(1 << 16, rest.length));
+    fresh.set(rest);
+    this.#buf = fresh;
+    this.#start = 0;
+    this.#end = rest.length;
+  }
+
   /** Whether a whole frame is already buffered, so `next()` will not read. */
   get buffered(): boolean {
     if (this.#end - this.#start < HEADER) return false;
@@ -130,9 +154,14 @@ export class FrameReader {
 /** Writes frames, coalescing those queued while a write is in flight. */
 export class FrameWriter {
   #sink: ByteWriter;
-  #pending: Uint8Array[] = [];
+  // Sealed chunks waiting for the next write, then the stage small frames are copied into.
+  #chunks: Uint8Array[] = [];
+  #stage = new Uint8Array(STAGE);
+  #stageView = new DataView(this.#stage.buffer);
+  #stageLength = 0;
   #pendingBytes = 0;
   #flushing: Promise<void> | null = null;
+  #progress: (() => void)[] = [];
   #error: unknown = undefined;
 
   constructor(sink: ByteWriter) {
@@ -154,9 +183,19 @@ export class FrameWriter {
     if (this.#error !== undefined) return Promise.reject(this.#error);
     let length = 0;
     for (const part of parts) length += part.length;
-    const header = new Uint8Array(HEADER);
-    new DataView(header.buffer).setUint32(0, length, true);
-    this.#pending.push(header, ...parts);
+    this.#reserve(HEADER);
+    this.#stageView.setUint32(this.#stageLength, length, true);
+    this.#stageLength += HEADER;
+    for (const part of parts) {
+      if (part.length >= LARGE) {
+        this.#seal();
+        this.#chunks.push(part);
+      } else {
+        this.#reserve(part.length);
+        this.#stage.set(part, this.#stageLength);
+        this.#stageLength += part.length;
+      }
+    }
     this.#pendingBytes += HEADER + length;
     this.#flushing ??= this.#flush();
     return this.#flushing;
@@ -167,58 +206,60 @@ export class FrameWriter {
     return (this.#flushing ?? Promise.resolve()).catch(() => {});
   }
 
+  /** Settles when the write in flight completes: a producer's cue to go on. */
+  progress(): Promise<void> {
+    if (this.#flushing === null) return Promise.resolve();
+    return new Promise((resolve) => this.#progress.push(resolve));
+  }
+
+  #reserve(n: number): void {
+    if (this.#stageLength + n <= this.#stage.length) return;
+    this.#seal();
+    if (n > this.#stage.length) {
+      this.#stage = new Uint8Array(n);
+      this.#stageView = new DataView(this.#stage.buffer);
+    }
+  }
+
+  // Moves the stage's bytes to the chunk list.
+  #seal(): void {
+    const length = this.#stageLength;
+    if (length === 0) return;
+    if (length < STAGE / 16) {
+      this.#chunks.push(this.#stage.slice(0, length));
+    } else {
+      this.#chunks.push(this.#stage.subarray(0, length));
+      this.#stage = new Uint8Array(Math.max(STAGE, this.#stage.length));
+      this.#stageView = new DataView(this.#stage.buffer);
+    }
+    this.#stageLength = 0;
+  }
+
   async #flush(): Promise<void> {
     // Let the current turn queue more frames before the first write.
     await Promise.resolve();
     try {
-      while (this.#pending.length > 0) {
-        const chunks = this.#pending;
-        const size = this.#pendingBytes;
-        this.#pending = [];
+      for (;;) {
+        this.#seal();
+        if (this.#chunks.length === 0) break;
+        const chunks = this.#chunks;
+        this.#chunks = [];
         this.#pendingBytes = 0;
-        await writeAll(this.#sink, size > 1 << 16 ? group(chunks) : [concat(chunks, size)]);
+        await writeAll(this.#sink, chunks);
+        const progress = this.#progress;
+        this.#progress = [];
+        for (const resolve of progress) resolve();
       }
     } catch (error) {
       this.#error = error;
       throw error;
     } finally {
       this.#flushing = null;
+      const progress = this.#progress;
+      this.#progress = [];
+      for (const resolve of progress) resolve();
     }
   }
-}
-
-// Small chunks joined, large ones written as they are: few syscalls, no big copies.
-function group(chunks: Uint8Array[]): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let run: Uint8Array[] = [];
-  let runSize = 0;
-  const flushRun = () => {
-    if (run.length === 1) out.push(run[0]!);
-    else if (run.length > 1) out.push(concat(run, runSize));
-    run = [];
-    runSize = 0;
-  };
-  for (const chunk of chunks) {
-    if (chunk.length >= 1 << 15) {
-      flushRun();
-      out.push(chunk);
-    } else {
-      run.push(chunk);
-      runSize += chunk.length;
-    }
-  }
-  flushRun();
-  return out;
-}
-
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
 }
 
 async function writeAll(sink: ByteWriter, chunks: Uint8Array[]): Promise<void> {

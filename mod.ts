@@ -4,7 +4,7 @@
  *
  * Every exported function in a module can be a child's target:
  *
- * ```ts ignore
+ * ```ts
  * import { Process } from "@seed/multiprocessing";
  *
  * export function f(name: string) {
@@ -23,3 +23,9 @@
 export * from "./context.ts";
 export * from "./errors.ts";
 export * from "./process.ts";
+export * from "./shared.ts";
+export * from "./sync.ts";
+export * from "./pipe.ts";
+export * from "./queue.ts";
+export * from "./pool.ts";
+export * from "./manager.ts";

@@ -3,7 +3,7 @@
  * `multiprocessing.Process` does.
  *
  * @example Run an exported function in a child process
- * ```ts ignore
+ * ```ts
  * import { Process } from "@seed/multiprocessing/process";
  *
  * export function greet(name: string) {
@@ -31,6 +31,7 @@ import {
   type Boot,
   children,
   classes,
+  exits,
   internalClasses,
   REVIVE,
   self,
@@ -42,6 +43,7 @@ import { FrameWriter } from "./_wire.ts";
 import { ValueError } from "./errors.ts";
 
 export type { PermissionName, Permissions, PermissionValue } from "./_permissions.ts";
+export type { StartMethod } from "./_state.ts";
 
 /**
  * Options of {@linkcode Process}.
@@ -216,7 +218,7 @@ function timeoutOf(options: JoinOptions | undefined): number | undefined {
  * @typeParam A The target's parameter types.
  *
  * @example Start a child and wait for it
- * ```ts ignore
+ * ```ts
  * import { Process } from "@seed/multiprocessing";
  * import assert from "node:assert/strict";
  *
@@ -242,7 +244,9 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
   #startMethod: StartMethod;
   #permissions: Permissions;
   #identity: number[] = [];
-  #state: "initial" | "started" | "closed" = "initial";
+  #state: "initial" | "starting" | "started" | "closed" = "initial";
+  // A terminate() or kill() made while start() runs, applied once the child exists.
+  #pendingSignal: "SIGTERM" | "SIGKILL" | undefined;
   #exitCode: number | null = null;
   #pid: number | undefined;
   #child: Deno.ChildProcess | undefined;
@@ -267,6 +271,7 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
         resolve();
       };
     });
+    exits.set(this, this.#exited.then(() => this.#exitCode!));
     if ((options as unknown) === REVIVE) {
       // The child runtime re-creating a subclass instance: this is us.
       this.#args = [] as unknown as A;
@@ -387,12 +392,23 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
         `Cannot start process ${this.#name}: it has already started; make a new Process`,
       );
     }
+    this.#state = "starting";
+    try {
+      await this.#start();
+    } catch (error) {
+      if (this.#state === "starting") this.#state = "initial";
+      throw error;
+    }
+  }
+
+  async #start(): Promise<void> {
     const context: EncodeContext = {
       destination: this.#startMethod,
       transfer: this.#startMethod === "worker" ? [] : undefined,
       shared: this.#startMethod === "worker" ? [] : undefined,
       grants: this.#startMethod === "process" ? emptyGrants() : undefined,
       commit: [],
+      lost: [],
       kinds: new Set(),
     };
     const payload = this.#kind === "class"
@@ -416,6 +432,9 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
       await this.#startWorker(entrySource(boot, module), payload, context, module);
     }
     for (const commit of context.commit ?? []) commit();
+    this.#exited.then(() => {
+      for (const release of context.lost ?? []) release();
+    });
   }
 
   async #spawn(entry: string, payload: Uint8Array, context: EncodeContext): Promise<void> {
@@ -442,6 +461,7 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
     this.#child = child;
     this.#pid = child.pid;
     this.#state = "started";
+    if (this.#pendingSignal !== undefined) this.#signal(this.#pendingSignal);
     children.add(this);
     hookUnload();
     child.status.then((status) => {
@@ -514,6 +534,7 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
         worker.on("error", (error: unknown) => failure ??= error);
         worker.on("exit", onExit);
         worker.postMessage(message, list as unknown as Parameters<typeof worker.postMessage>[1]);
+        if (this.#pendingSignal !== undefined) this.#signal(this.#pendingSignal);
         return;
       }
       const worker = new Worker(url, { type: "module", name: this.#name });
@@ -532,6 +553,7 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
         this.#worker?.terminate();
       };
       worker.postMessage(message, list);
+      if (this.#pendingSignal !== undefined) this.#signal(this.#pendingSignal);
     });
   }
 
@@ -583,7 +605,7 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
    */
   isAlive(): boolean {
     this.#checkOpen("check");
-    return this.#state === "started" && this.#exitCode === null;
+    return (this.#state === "starting" || this.#state === "started") && this.#exitCode === null;
   }
 
   /** Ends the child with SIGTERM (a worker is terminated); its exit code becomes -15. */
@@ -598,6 +620,10 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
 
   #signal(signal: "SIGTERM" | "SIGKILL"): void {
     this.#checkOpen(signal === "SIGTERM" ? "terminate" : "kill");
+    if (this.#state === "starting") {
+      this.#pendingSignal ??= signal;
+      return;
+    }
     if (!this.isAlive()) return;
     if (this.#worker !== undefined) {
       this.#signalled ??= -SIGNALS[signal]!;

@@ -155,6 +155,16 @@ for (const method of METHODS) {
     }
   });
 
+  Deno.test(`Process.terminate() during start() ends the ${method} child once it exists`, async () => {
+    const p = new Process({ target: sleepForever, startMethod: method });
+    const starting = p.start();
+    p.terminate();
+    await starting.catch(() => {}); // A worker may end before it reports that it runs.
+    await within(10_000, "the child to end", p.join());
+    assert.equal(p.exitCode, -15);
+    p.close();
+  });
+
   Deno.test(`Process.join() with a timeout returns while a ${method} child still runs`, async () => {
     await using p = new Process({ target: sleepForever, startMethod: method });
     await p.start();

@@ -1,0 +1,345 @@
+// The engine behind Pool: a queue of tasks (chunks of calls), a set of worker
+// records (a Process and our end of its pipe), and dispatch to the least busy
+// worker, a few tasks ahead so a worker never waits for a round trip. A worker
+// runs its tasks in order, so when it dies the first of its tasks was running
+// (it fails with WorkerLostError) and the rest had not started (they are
+// queued again). A cancelled task that is running has its worker terminated.
+import { type Connection, Pipe } from "./pipe.ts";
+import { Process } from "./process.ts";
+import {
+  INITIALIZER_FAILED,
+  poolWorker as poolWorkerTarget,
+  type ResultMessage,
+  type TaskMessage,
+} from "./_pool_worker.ts";
+import { exits, type StartMethod } from "./_state.ts";
+import type { TargetRef } from "./_target.ts";
+import { ProcessError, RemoteError, WorkerLostError } from "./errors.ts";
+
+const WORKER_MODULE = new URL("./_pool_worker.ts", import.meta.url);
+// Workers that die before finishing any task this many times in a row mean
+// the pool cannot work (an initializer that throws): fail instead of looping.
+const MAX_START_FAILURES = 3;
+// Tasks sent ahead to one worker: enough to hide the round trip.
+const AHEAD = 8;
+
+/** A caller's call (one `map`, one `apply`), made of one or more tasks. */
+export interface Job {
+  /** Set once the call has its outcome: its other tasks are then dropped. */
+  settled: boolean;
+  /** Task `index` of the call returned these results. */
+  done(index: number, results: unknown[]): void;
+  /** The call fails with this error. */
+  fail(error: unknown): void;
+}
+
+interface Task {
+  id: number;
+  job: Job;
+  index: number;
+  fn: TargetRef;
+  star: boolean;
+  payload: Uint8Array;
+  worker?: WorkerRecord | undefined;
+  cancelled?: boolean;
+}
+
+interface WorkerRecord {
+  process: Process<Parameters<typeof poolWorkerTarget>>;
+  conn: Connection<TaskMessage, ResultMessage>;
+  /** Sent and not yet answered, in the order the worker runs them. */
+  tasks: Task[];
+  /** Reading results; settles at EOF once the worker is gone. */
+  listening: Promise<void> | undefined;
+  sent: number;
+  finished: number;
+  retiring: boolean;
+  /** The function ids this worker has been told the module of. */
+  known: Set<number>;
+  /** Terminated by the pool (a cancel, terminate()), not dead by itself. */
+  stopped: boolean;
+}
+
+/** What the engine is started with, already validated. */
+export interface EngineOptions {
+  processes: number;
+  initializer: TargetRef | null;
+  initargs: unknown[];
+  maxTasksPerChild: number | undefined;
+  startMethod: StartMethod;
+}
+
+/** An error from a worker, as the caller sees it: same class, remote stack in `cause`. */
+function fromRemote(error: unknown): unknown {
+  if (!(error instanceof Error)) return error;
+  const remote = new RemoteError(String(error.stack ?? error.message), { cause: error.cause });
+  Object.defineProperty(error, "cause", { value: remote, configurable: true, writable: true });
+  return error;
+}
+
+/** The pool's workers and tasks. */
+export class PoolEngine {
+  #options: EngineOptions;
+  #queue: Task[] = [];
+  #workers = new Set<WorkerRecord>();
+  #nextId = 0;
+  #nextWorker = 0;
+  #functionIds = new Map<string, number>();
+  #startFailures = 0;
+  #broken: unknown = undefined;
+  #state: "run" | "close" | "terminate" = "run";
+  #allExited: { promise: Promise<void>; resolve: () => void } | undefined;
+  // Daemon workers and waiting pipes hold nothing open: while work is
+  // outstanding, this timer keeps the event loop (and so the caller) alive.
+  #keepAlive: ReturnType<typeof setInterval> | undefined;
+
+  constructor(options: EngineOptions) {
+    this.#options = options;
+    for (let i = 0; i < options.processes; i++) this.#spawn();
+  }
+
+  /**
+   * Queues one task of a job: a chunk of calls, encoded by the caller (so a
+   * value that cannot be cloned fails at the call).
+   */
+  submit(job: Job, fn: TargetRef, star: boolean, payload: Uint8Array, index: number): void {
+    if (this.#broken !== undefined) return job.fail(this.#broken);
+    this.#queue.push({ id: this.#nextId++, job, index, fn, star, payload });
+    this.#pump();
+  }
+
+  /** Drops a job's queued tasks and terminates the workers running its others. */
+  cancel(job: Job): void {
+    this.#queue = this.#queue.filter((task) => task.job !== job);
+    for (const worker of this.#workers) {
+      for (const task of worker.tasks) if (task.job === job) task.cancelled = true;
+      // Only a running task needs its worker stopped; the others are skipped.
+      if (worker.tasks[0]?.job === job) this.#stop(worker);
+    }
+    this.#holdLoop();
+  }
+
+  /** Accepts no more work; workers exit once the queue is done. */
+  close(): void {
+    if (this.#state === "run") this.#state = "close";
+    this.#pump();
+  }
+
+  /** Stops every worker now; unfinished calls fail. */
+  terminate(): void {
+    this.#state = "terminate";
+    const reason = new ProcessError("Cannot finish the call: the pool was terminated");
+    for (const task of this.#queue) this.#fail(task.job, reason);
+    this.#queue = [];
+    for (const worker of this.#workers) {
+      for (const task of worker.tasks) this.#fail(task.job, reason);
+      worker.tasks = [];
+      this.#stop(worker);
+    }
+    this.#holdLoop();
+  }
+
+  /** Resolves when every worker has exited (after close or terminate). */
+  async join(): Promise<void> {
+    if (this.#workers.size === 0) return;
+    if (this.#allExited === undefined) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => resolve = r);
+      this.#allExited = { promise, resolve };
+    }
+    // The workers are daemons: waiting for them must hold the event loop.
+    const keepAlive = setInterval(() => {}, 1 << 30);
+    try {
+      await this.#allExited.promise;
+    } finally {
+      clearInterval(keepAlive);
+    }
+  }
+
+  #spawn(): void {
+    const [mine, theirs] = Pipe<TaskMessage, ResultMessage>();
+    const process = new Process({
+      target: poolWorkerTarget,
+      module: WORKER_MODULE,
+      args: [theirs, this.#options.initializer, this.#options.initargs],
+      name: `PoolWorker-${++this.#nextWorker}`,
+      // As Python's: a pool left open does not keep the program alive.
+      daemon: true,
+      startMethod: this.#options.startMethod,
+    });
+    const worker: WorkerRecord = {
+      process,
+      conn: mine,
+      tasks: [],
+      listening: undefined,
+      sent: 0,
+      finished: 0,
+      retiring: false,
+      known: new Set(),
+      stopped: false,
+    };
+    this.#workers.add(worker);
+    process.start().then(
+      () =>
+        exits.get(process)!.then(async (code) => {
+          // Its results may still be unread: the exit can overtake them.
+          await worker.listening;
+          this.#exited(worker, code);
+        }),
+      (error) => {
+        // A failed start hands nothing over: the worker's end is still ours.
+        theirs.close();
+        if (worker.stopped) return this.#exited(worker, process.exitCode ?? 1);
+        this.#workers.delete(worker);
+        mine.close();
+        this.#breaks(error);
+      },
+    );
+  }
+
+  #stop(worker: WorkerRecord): void {
+    worker.stopped = true;
+    if (worker.process.isAlive()) worker.process.terminate();
+  }
+
+  #breaks(error: unknown): void {
+    this.#broken = error;
+    for (const task of this.#queue) this.#fail(task.job, error);
+    this.#queue = [];
+    for (const worker of this.#workers) {
+      for (const task of worker.tasks) this.#fail(task.job, error);
+      worker.tasks = [];
+      if (!worker.retiring) this.#retire(worker);
+    }
+    this.#holdLoop();
+    this.#checkExited();
+  }
+
+  #fail(job: Job, error: unknown): void {
+    if (job.settled) return;
+    job.fail(error);
+    this.#queue = this.#queue.filter((task) => task.job !== job);
+  }
+
+  #exited(worker: WorkerRecord, code: number): void {
+    this.#workers.delete(worker);
+    worker.conn.close();
+    const [running, ...waiting] = worker.tasks;
+    worker.tasks = [];
+    if (running !== undefined && !running.cancelled) {
+      this.#fail(
+        running.job,
+        new WorkerLostError(
+          `Cannot finish the task: pool worker ${worker.process.name} died with exit code ${code} while running it`,
+        ),
+      );
+    }
+    // The worker runs its tasks in order: the others had not started.
+    this.#queue.unshift(...waiting.filter((task) => !task.cancelled && !task.job.settled));
+    worker.process.close();
+    const clean = worker.retiring && code === 0;
+    if (!clean && worker.finished === 0 && running === undefined) {
+      if (++this.#startFailures >= MAX_START_FAILURES) {
+        this.#breaks(
+          new ProcessError(
+            `Cannot run pool tasks: ${this.#startFailures} pool workers in a row exited with code ${code} before finishing any task; is the initializer failing?`,
+          ),
+        );
+      }
+    }
+    if (this.#broken === undefined && this.#state !== "terminate") {
+      if (this.#state === "run" || this.#queue.length > 0) this.#spawn();
+    }
+    this.#pump();
+    this.#checkExited();
+  }
+
+  #checkExited(): void {
+    if (this.#workers.size === 0 && this.#state !== "run") this.#allExited?.resolve();
+  }
+
+  #pump(): void {
+    const max = this.#options.maxTasksPerChild ?? Infinity;
+    while (this.#queue.length > 0) {
+      let best: WorkerRecord | undefined;
+      for (const worker of this.#workers) {
+        if (worker.retiring || worker.sent >= max || worker.tasks.length >= AHEAD) continue;
+        if (best === undefined || worker.tasks.length < best.tasks.length) best = worker;
+      }
+      if (best === undefined) break;
+      const task = this.#queue.shift()!;
+      if (!task.job.settled) this.#dispatch(best, task);
+    }
+    this.#holdLoop();
+    for (const worker of this.#workers) {
+      // A worker that ran its share, or has nothing left to do in a closed pool, ends.
+      const spent = worker.sent >= max || (this.#state === "close" && this.#queue.length === 0);
+      if (spent && worker.tasks.length === 0 && !worker.retiring) this.#retire(worker);
+    }
+  }
+
+  #holdLoop(): void {
+    let busy = this.#queue.length > 0;
+    for (const worker of this.#workers) busy ||= worker.tasks.length > 0;
+    if (busy && this.#keepAlive === undefined) {
+      this.#keepAlive = setInterval(() => {}, 1 << 30);
+    } else if (!busy && this.#keepAlive !== undefined) {
+      clearInterval(this.#keepAlive);
+      this.#keepAlive = undefined;
+    }
+  }
+
+  #retire(worker: WorkerRecord): void {
+    worker.retiring = true;
+    worker.conn.close();
+  }
+
+  #dispatch(worker: WorkerRecord, task: Task): void {
+    worker.tasks.push(task);
+    worker.sent++;
+    const key = `${task.fn.module}#${task.fn.exportName}`;
+    let fnId = this.#functionIds.get(key);
+    if (fnId === undefined) this.#functionIds.set(key, fnId = this.#functionIds.size);
+    const ref = worker.known.has(fnId) ? null : task.fn;
+    worker.known.add(fnId);
+    worker.conn.send([task.id, fnId, ref, task.star, task.payload]).catch(() => {
+      // The pipe is gone, and so is the worker: #exited says so.
+    });
+    worker.listening ??= this.#listen(worker);
+  }
+
+  /** Reads results while the worker has tasks: an idle pool holds nothing open. */
+  async #listen(worker: WorkerRecord): Promise<void> {
+    try {
+      while (worker.tasks.length > 0) this.#result(worker, await worker.conn.recv());
+    } catch {
+      // EOF: the worker is gone, and #exited says so.
+    } finally {
+      worker.listening = undefined;
+    }
+  }
+
+  #result(worker: WorkerRecord, [id, ok, value]: ResultMessage): void {
+    if (id === INITIALIZER_FAILED) {
+      const error = fromRemote(value);
+      return this.#breaks(
+        new ProcessError(
+          `Cannot run pool tasks: the initializer failed in ${worker.process.name}: ${
+            (error as Error)?.message ?? error
+          }`,
+          { cause: error },
+        ),
+      );
+    }
+    const task = worker.tasks[0];
+    if (task === undefined || task.id !== id) return;
+    worker.tasks.shift();
+    worker.finished++;
+    this.#startFailures = 0;
+    if (!task.job.settled && !task.cancelled) {
+      if (ok) task.job.done(task.index, value as unknown[]);
+      else this.#fail(task.job, fromRemote(value));
+    }
+    this.#pump();
+  }
+}

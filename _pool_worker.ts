@@ -1,0 +1,87 @@
+// The loop a pool worker runs: it receives tasks (a chunk of argument lists
+// for one exported function) over its end of a pipe and sends back the
+// results, or the first error, for the whole chunk. Closing the pipe ends it.
+import { decode } from "./_codec.ts";
+import type { Connection } from "./pipe.ts";
+import type { TargetRef } from "./_target.ts";
+
+/**
+ * A chunk of work: call function `fn` on each item encoded in `calls`:
+ * `fn(item)`, or `fn(...item)` when `star` is set (starmap, apply). The first
+ * task with a function names its module (`ref`); later ones send null.
+ */
+export type TaskMessage = [
+  id: number,
+  fn: number,
+  ref: TargetRef | null,
+  star: boolean,
+  calls: Uint8Array,
+];
+
+/** The outcome of a chunk: its results in order, or the error that stopped it. */
+export type ResultMessage = [id: number, ok: true, results: unknown[]] | [
+  id: number,
+  ok: false,
+  error: unknown,
+];
+
+async function load({ module, exportName }: TargetRef): Promise<(...args: unknown[]) => unknown> {
+  const namespace = await import(module) as Record<string, unknown>;
+  const value = namespace[exportName];
+  if (typeof value !== "function") {
+    throw new TypeError(
+      `Cannot run pool task: ${module} does not export a function named "${exportName}"`,
+    );
+  }
+  return value as (...args: unknown[]) => unknown;
+}
+
+/** The task id under which a worker reports that its initializer threw. */
+export const INITIALIZER_FAILED = -1;
+
+/** Runs tasks from `conn` until the pool closes it. Exported: a Process target. */
+export async function poolWorker(
+  conn: Connection<ResultMessage, TaskMessage>,
+  initializer: TargetRef | null,
+  initargs: unknown[],
+): Promise<void> {
+  if (initializer !== null) {
+    try {
+      await (await load(initializer))(...initargs);
+    } catch (error) {
+      // Tell the pool (id -1), which fails its calls instead of respawning us,
+      // then wait for it to close the pipe: exiting first could overtake the
+      // message.
+      await conn.send([INITIALIZER_FAILED, false, error]).catch(() => {});
+      for await (const _ of conn) { /* no task runs without its initializer */ }
+      conn.close();
+      return;
+    }
+  }
+  const functions = new Map<number, Promise<(...args: unknown[]) => unknown>>();
+  for await (const [id, fnId, ref, star, payload] of conn) {
+    let reply: ResultMessage;
+    if (ref !== null) functions.set(fnId, load(ref));
+    try {
+      const calls = decode(payload) as unknown[];
+      const fn = await functions.get(fnId)!;
+      const results = new Array(calls.length);
+      for (let i = 0; i < calls.length; i++) {
+        let result = star ? fn(...calls[i] as unknown[]) : fn(calls[i]);
+        // Await only what needs it: a microtask per item is a cost in a big map.
+        if (result instanceof Promise) result = await result;
+        results[i] = result;
+      }
+      reply = [id, true, results];
+    } catch (error) {
+      reply = [id, false, error];
+    }
+    try {
+      await conn.send(reply);
+    } catch (error) {
+      // A result that cannot be cloned: report that instead.
+      await conn.send([id, false, error]);
+    }
+  }
+  conn.close();
+}

@@ -1,0 +1,284 @@
+// Unix sockets for queues and pipes. Each process or worker that owns a queue
+// or pipe end others can reach runs one listener, in a private temp dir, and
+// routes each new connection by its first frame (the hello) to the owner. A
+// Link is one framed connection: a read loop, a coalescing writer, and ref
+// counting so an idle link does not keep the event loop alive.
+import { decode, encode } from "./_codec.ts";
+import { atExit, self } from "./_state.ts";
+import { FrameReader, FrameWriter } from "./_wire.ts";
+
+/** Where an owner is reached: the listener's path and the owner's id. */
+export interface Address {
+  path: string;
+  id: string;
+}
+
+type Route = (link: Link, hello: unknown[]) => void;
+
+// Queued bytes above which a writer waits for the write in flight.
+const PACE = 1 << 16;
+
+const routes = new Map<string, Route>();
+let listener: Deno.Listener | undefined;
+let listenPath = "";
+let dir: string | undefined;
+let counter = 0;
+
+/** A fresh id for an owner in this process. */
+export function newId(prefix: string): string {
+  return `${prefix}${++counter}.${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** Makes `id` reachable by other processes; returns the listener's path. */
+export function exportRoute(id: string, route: Route): string {
+  routes.set(id, route);
+  if (listener === undefined) {
+    dir ??= Deno.makeTempDirSync({ prefix: "seed-mp-" });
+    listenPath = `${dir}/s${Deno.pid}.sock`;
+    listener = Deno.listen({ transport: "unix", path: listenPath });
+    listener.unref();
+    acceptLoop(listener);
+    hookUnload();
+  }
+  return listenPath;
+}
+
+/** Stops routing to `id`; the listener closes once nothing is exported. */
+export function unexportRoute(id: string): void {
+  if (!routes.delete(id) || routes.size > 0 || listener === undefined) return;
+  const closing = listener;
+  listener = undefined;
+  try {
+    closing.close();
+  } catch { /* already closed */ }
+  removeDir();
+}
+
+function removeDir(): void {
+  if (dir === undefined) return;
+  try {
+    Deno.removeSync(dir, { recursive: true });
+  } catch { /* gone */ }
+  dir = undefined;
+}
+
+let unloadHooked = false;
+function hookUnload(): void {
+  if (unloadHooked) return;
+  unloadHooked = true;
+  globalThis.addEventListener("unload", () => {
+    try {
+      listener?.close();
+    } catch { /* closed */ }
+    removeDir();
+  });
+}
+
+async function acceptLoop(server: Deno.Listener): Promise<void> {
+  for (;;) {
+    let conn: Deno.Conn;
+    try {
+      conn = await server.accept();
+    } catch {
+      return; // closed
+    }
+    const link = new Link(conn);
+    link.start((frame) => {
+      // The first frame names the owner; the owner then takes the link over.
+      let hello: unknown[];
+      try {
+        hello = decode(frame) as unknown[];
+      } catch {
+        link.close();
+        return;
+      }
+      const route = routes.get(String(hello[0]));
+      if (route === undefined) {
+        link.close();
+        return;
+      }
+      route(link, hello);
+    });
+  }
+}
+
+/** Connects to an owner, sends the hello frame, and returns the link. */
+export async function connectTo(path: string, hello: unknown[]): Promise<Link> {
+  const conn = await Deno.connect({ transport: "unix", path });
+  const link = new Link(conn);
+  link.send(encode(hello));
+  return link;
+}
+
+const liveLinks = new Set<Link>();
+/** Run when a child's target has returned, before its links are drained. */
+export const exitHooks: Set<() => void | Promise<void>> = new Set();
+let exitHooked = false;
+
+// A child exits right after its target returns: frames still queued must be
+// written first, then its sockets closed so peers see EOF (a worker's sockets
+// outlive its Deno.exit()).
+function hookExit(): void {
+  if (exitHooked || self.startedAs === "main") return;
+  exitHooked = true;
+  atExit.add(async () => {
+    await Promise.all([...exitHooks].map((hook) => hook()));
+    await Promise.all([...liveLinks].map((link) => link.drained()));
+    for (const link of [...liveLinks]) link.close();
+    try {
+      listener?.close();
+    } catch { /* closed */ }
+    removeDir();
+  });
+}
+
+/**
+ * Runs before any frame is queued on any link, while set: a queue's pending
+ * acknowledgements go out before anything this program sends after a get.
+ */
+export const beforeSend: { hook: (() => void) | undefined } = { hook: undefined };
+
+function runBeforeSend(): void {
+  const hook = beforeSend.hook!;
+  beforeSend.hook = undefined;
+  hook();
+}
+
+/** One framed connection. */
+export class Link {
+  readonly conn: Deno.Conn;
+  readonly writer: FrameWriter;
+  readonly reader: FrameReader;
+  #onFrame: ((frame: Uint8Array) => void) | undefined;
+  #onClose: ((error?: unknown) => void) | undefined;
+  #onIdle: (() => void) | undefined;
+  #closed = false;
+  #holds = 0;
+  #paused: Promise<void> | undefined;
+  #resume: (() => void) | undefined;
+  #ended = false;
+
+  constructor(conn: Deno.Conn) {
+    this.conn = conn;
+    this.reader = new FrameReader(conn);
+    this.writer = new FrameWriter(conn);
+    liveLinks.add(this);
+    hookExit();
+    conn.unref();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Starts (or redirects) the read loop's delivery. */
+  start(
+    onFrame: (frame: Uint8Array) => void,
+    onClose?: (error?: unknown) => void,
+    onIdle?: () => void,
+  ): void {
+    const running = this.#onFrame !== undefined;
+    this.#onFrame = onFrame;
+    this.#onClose = onClose;
+    this.#onIdle = onIdle;
+    if (!running) this.#loop();
+  }
+
+  async #loop(): Promise<void> {
+    let error: unknown;
+    const reader = this.reader;
+    let handedOut = false;
+    try {
+      for (;;) {
+        if (this.#paused !== undefined) {
+          this.#onIdle?.();
+          await this.#paused;
+        }
+        // A burst already read is handled without an await per frame, and
+        // without a copy each: the frames keep the read buffer.
+        const buffered = reader.nextBuffered();
+        if (buffered !== null) {
+          handedOut = true;
+          this.#onFrame!(buffered);
+          continue;
+        }
+        if (handedOut) {
+          reader.release();
+          handedOut = false;
+        }
+        this.#onIdle?.();
+        if (this.#closed) break;
+        const frame = await reader.nextOwned();
+        if (frame === null) break;
+        this.#onFrame!(frame);
+      }
+    } catch (caught) {
+      if (!this.#closed) error = caught;
+    }
+    this.#ended = true;
+    this.close();
+    this.#onClose?.(error);
+  }
+
+  /** Stops reading until `resume()`: backpressure toward the sender. */
+  pause(): void {
+    if (this.#paused !== undefined) return;
+    this.#paused = new Promise((resolve) => this.#resume = resolve);
+  }
+
+  resume(): void {
+    const resume = this.#resume;
+    this.#paused = this.#resume = undefined;
+    resume?.();
+  }
+
+  /** Keeps the event loop alive while someone waits on this link. */
+  hold(): void {
+    if (this.#holds++ === 0 && !this.#closed) this.conn.ref();
+  }
+
+  letGo(): void {
+    if (--this.#holds === 0 && !this.#closed) this.conn.unref();
+  }
+
+  send(frame: Uint8Array): Promise<void> {
+    if (beforeSend.hook !== undefined) runBeforeSend();
+    if (this.#closed) return Promise.reject(new Error("Cannot write: the connection is closed"));
+    return this.writer.write(frame);
+  }
+
+  sendParts(parts: Uint8Array[]): Promise<void> {
+    if (beforeSend.hook !== undefined) runBeforeSend();
+    if (this.#closed) return Promise.reject(new Error("Cannot write: the connection is closed"));
+    return this.writer.writeParts(parts);
+  }
+
+  drained(): Promise<void> {
+    return this.writer.drained();
+  }
+
+  /**
+   * A promise to wait on before queuing more, when much is queued already: the
+   * event loop turns, the write goes out, and a slow reader slows the writer.
+   */
+  pace(): Promise<void> | undefined {
+    return this.writer.pendingBytes > PACE ? this.writer.progress() : undefined;
+  }
+
+  /** Closes once everything queued is written. */
+  async closeAfterFlush(): Promise<void> {
+    await this.writer.drained();
+    this.close();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    liveLinks.delete(this);
+    this.resume();
+    try {
+      this.conn.close();
+    } catch { /* closed */ }
+    if (this.#ended) return;
+  }
+}

@@ -1,0 +1,107 @@
+// Pool against Python's anchor (P4: Pool(2)) and piscina (2 threads), in one
+// run on this machine; prints each side and the ratio (ours / theirs).
+//   deno run --allow-read --allow-write --allow-run --allow-net --allow-env bench/pool_vs_python.ts [rounds]
+// piscina is measured when /tmp/anchors-node has it (see ../shared/anchors/README.md).
+import { Pool } from "../mod.ts";
+import { double } from "./targets.ts";
+
+const ROUNDS = Number(Deno.args[0] ?? 3);
+const ANCHORS = new URL("../../shared/anchors/", import.meta.url).pathname;
+
+async function ours(startMethod: "process" | "worker"): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  let t0 = performance.now();
+  const pool = new Pool({ processes: 2, startMethod });
+  await pool.map(double, [1, 2], { chunksize: 1 });
+  out.first_result_ms = performance.now() - t0;
+  const items = Array.from({ length: 100_000 }, (_, i) => i);
+  await pool.map(double, items); // warm, as Python's pool is warm after its first result
+  t0 = performance.now();
+  const r = await pool.map(double, items);
+  out.map_100k_ms = performance.now() - t0;
+  if (r[99_999] !== 199_998) throw new Error("wrong result");
+  const small = items.slice(0, 20_000);
+  t0 = performance.now();
+  await pool.map(double, small, { chunksize: 1 });
+  out.map_chunksize1_us_per_item = (performance.now() - t0) / small.length * 1e3;
+  t0 = performance.now();
+  for (let i = 0; i < 5_000; i++) await pool.apply(double, [i]);
+  out.apply_rtt_us = (performance.now() - t0) / 5_000 * 1e3;
+  t0 = performance.now();
+  await Promise.all(items.map((i) => pool.applyAsync(double, [i])));
+  out.apply_async_task_per_s = items.length / ((performance.now() - t0) / 1e3);
+  await pool[Symbol.asyncDispose]();
+  return out;
+}
+
+async function python(): Promise<Record<string, number>> {
+  const run = await new Deno.Command("python3", {
+    args: [`${ANCHORS}python/mp_bench.py`, "P4"],
+    stdout: "piped",
+  }).output();
+  const m: Record<string, number> = {};
+  for (const line of new TextDecoder().decode(run.stdout).trim().split("\n")) {
+    const row = JSON.parse(line) as { name?: string; value: number; total_ms?: number };
+    if (row.name !== undefined) m[row.name] = row.total_ms ?? row.value;
+  }
+  return {
+    first_result_spawn_ms: m["P4.pool_first_result.spawn"]!,
+    map_100k_ms: m["P4.pool_map_default_chunks"]!,
+    map_chunksize1_us_per_item: m["P4.pool_map_chunksize1"]! / 20_000 * 1e3,
+    apply_rtt_us: m["P4.pool_apply_rtt"]!,
+    apply_async_task_per_s: m["P4.pool_apply_async_tput"]!,
+  };
+}
+
+async function piscina(): Promise<number | undefined> {
+  try {
+    Deno.statSync("/tmp/anchors-node/node_modules/piscina");
+  } catch {
+    return undefined;
+  }
+  const run = await new Deno.Command("node", {
+    args: [`${ANCHORS}node/piscina_bench.cjs`, "PS"],
+    cwd: "/tmp/anchors-node",
+    stdout: "piped",
+  }).output();
+  for (const line of new TextDecoder().decode(run.stdout).trim().split("\n")) {
+    const row = JSON.parse(line) as { name?: string; value: number };
+    if (row.name?.includes("rtt")) return row.value;
+  }
+  return undefined;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const rows: Record<string, number[]> = {};
+const add = (key: string, value: number | undefined) =>
+  value !== undefined && (rows[key] ??= []).push(value);
+for (let round = 0; round < ROUNDS; round++) {
+  const py = await python();
+  const proc = await ours("process");
+  const worker = await ours("worker");
+  const pis = await piscina();
+  for (const [key, value] of Object.entries(proc)) add(`process ${key}`, value);
+  for (const [key, value] of Object.entries(worker)) add(`worker ${key}`, value);
+  for (const [key, value] of Object.entries(py)) add(`python ${key}`, value);
+  add("piscina run rtt us", pis);
+  add("ratio process map_100k / python", proc.map_100k_ms! / py.map_100k_ms!);
+  add("ratio worker map_100k / python", worker.map_100k_ms! / py.map_100k_ms!);
+  add(
+    "ratio process first_result / python spawn",
+    proc.first_result_ms! / py.first_result_spawn_ms!,
+  );
+  add("ratio process apply_rtt / python", proc.apply_rtt_us! / py.apply_rtt_us!);
+  add("ratio worker apply_rtt / python", worker.apply_rtt_us! / py.apply_rtt_us!);
+  if (pis !== undefined) add("ratio worker apply_rtt / piscina", worker.apply_rtt_us! / pis);
+  add(
+    "ratio process apply_async tput / python",
+    proc.apply_async_task_per_s! / py.apply_async_task_per_s!,
+  );
+}
+for (const [key, values] of Object.entries(rows)) {
+  console.log(
+    `${key.padEnd(44)} median ${median(values).toFixed(3)}  (${
+      values.map((v) => v.toFixed(2)).join(" ")
+    })`,
+  );
+}

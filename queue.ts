@@ -1,0 +1,1441 @@
+/**
+ * Queues shared by processes and workers, as Python's `multiprocessing.Queue`,
+ * `JoinableQueue` and `SimpleQueue`.
+ *
+ * @example Put and get in one program
+ * ```ts
+ * import { Queue } from "@seed/multiprocessing/queue";
+ * import assert from "node:assert/strict";
+ *
+ * await using q = new Queue<number[]>();
+ * await q.put([1, 2]);
+ * assert.deepEqual(await q.get(), [1, 2]);
+ * ```
+ *
+ * @module
+ */
+import { decode, encode } from "./_codec.ts";
+import {
+  type DecodeContext,
+  type EncodeContext,
+  type HandleKind,
+  markHandleClass,
+  registerHandleKind,
+} from "./_handles.ts";
+import {
+  beforeSend,
+  connectTo,
+  exitHooks,
+  exportRoute,
+  type Link,
+  newId,
+  unexportRoute,
+} from "./_socket.ts";
+import { waitFor, type WaitOptions } from "./_wait.ts";
+import { Empty, Full, ProcessError, ShutDown, ValueError } from "./errors.ts";
+
+/** Options of a call that can wait: {@linkcode Queue.prototype.put}, `get`. */
+export interface QueueWaitOptions {
+  /** Give up after this many milliseconds (`Full` / `Empty`). */
+  timeout?: number | undefined;
+  /** Give up when this signal aborts, with its reason. */
+  signal?: AbortSignal | undefined;
+}
+
+/** Options of {@linkcode Queue.prototype.shutdown}. */
+export interface ShutdownOptions {
+  /**
+   * Drop what is left at once, instead of letting `get` drain it.
+   *
+   * @default {false}
+   */
+  immediate?: boolean | undefined;
+}
+
+// Frames between a client (a process using a queue made elsewhere) and the hub
+// (the process that made it). Item frames carry the encoded item after the op.
+const PUT = 1; // client: an item (unbounded queue: no reply)
+const CREDIT = 2; // client: u32 more items wanted, u32 unused, u8 starving
+const RETURN = 3; // client: dropped what it held (answer to RECALL)
+const ACK = 5; // client: u32 n, then n float64 sequence numbers of items taken
+const CALL = 4; // client: codec [id, op, arg]
+const ITEM = 16; // hub: float64 sequence number, then the item
+const REPLY = 17; // hub: codec [id, error name or "", value or message]
+const RECALL = 18; // hub: give back the items not yet taken
+const NOTICE = 19; // hub: codec ["shutdown", immediate] | ["drained"]
+
+// Items a client may hold ahead of its getters.
+const WINDOW = 1024;
+const OP_PUT = new Uint8Array([PUT]);
+const OP_RETURN = new Uint8Array([RETURN]);
+const ITEM_HEADER = new Uint8Array([ITEM, 0, 0, 0, 0, 0, 0, 0, 0]);
+const ITEM_HEADER_VIEW = new DataView(ITEM_HEADER.buffer);
+
+function control(op: number, a: number, b: number, c = 0): Uint8Array {
+  const frame = new Uint8Array(10);
+  const view = new DataView(frame.buffer);
+  frame[0] = op;
+  view.setUint32(1, a, true);
+  view.setUint32(5, b, true);
+  frame[9] = c;
+  return frame;
+}
+
+function readControl(frame: Uint8Array): [number, number, number] {
+  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  return [view.getUint32(1, true), view.getUint32(5, true), frame[9]!];
+}
+
+function encodeItem(item: unknown): { data: Uint8Array; commit: (() => void)[] } {
+  const context: EncodeContext = { commit: [] };
+  const data = encode(item, context, "item");
+  return { data, commit: context.commit! };
+}
+
+function errorByName(name: string, message: string): Error {
+  switch (name) {
+    case "Full":
+      return new Full(message);
+    case "Empty":
+      return new Empty(message);
+    case "ShutDown":
+      return new ShutDown(message);
+    case "ValueError":
+      return new ValueError(message);
+    case "TypeError":
+      return new TypeError(message);
+    default:
+      return new ProcessError(message);
+  }
+}
+
+function validTimeout(options: WaitOptions | undefined, what: string): void {
+  const timeout = options?.timeout;
+  if (timeout !== undefined && (typeof timeout !== "number" || Number.isNaN(timeout))) {
+    throw new TypeError(
+      `Cannot ${what} with timeout ${String(timeout)}: it must be a number of milliseconds`,
+    );
+  }
+}
+
+/** What a queue object does, wherever the queue lives. */
+interface Impl {
+  readonly id: string;
+  readonly maxsize: number;
+  put(data: Uint8Array, nowait: boolean, options?: WaitOptions): Promise<void>;
+  get(nowait: boolean, options?: WaitOptions): Promise<Uint8Array>;
+  call(op: string, arg?: unknown): Promise<unknown>;
+  describe(context: EncodeContext): string;
+  sync(): Promise<void>;
+  dispose(): void;
+}
+
+// ---------------------------------------------------------------- hub
+
+interface Client {
+  link: Link;
+  credit: number;
+  /** Items sent and not yet taken, by sequence number. */
+  inflight: Map<number, Uint8Array>;
+  starving: boolean;
+  recalled: boolean;
+  held: boolean;
+}
+
+interface Putter {
+  data: Uint8Array;
+  admit(): void;
+  refuse(error: Error): void;
+  client?: Client | undefined;
+  id?: number | undefined;
+}
+
+/** The queue itself, in the process that made it. */
+class Hub implements Impl {
+  readonly id: string = newId("q");
+  readonly maxsize: number;
+  // Items in sequence order: a returned item goes back to its place, so items
+  // reach getters in the order they were put, as far as the getters allow.
+  #items: Uint8Array[] = [];
+  #seqs: number[] = [];
+  #seq = 0;
+  #head = 0;
+  #clients = new Set<Client>();
+  #getters = new Set<{ wake(): void }>();
+  #putters: Putter[] = [];
+  #unfinished = 0;
+  #joiners = new Set<() => void>();
+  #shut = false;
+  #path: string | undefined;
+  #disposed = false;
+
+  constructor(maxsize: number) {
+    this.maxsize = maxsize;
+    hubs.set(this.id, this);
+  }
+
+  get #length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  #size(): number {
+    let size = this.#length;
+    for (const client of this.#clients) size += client.inflight.size;
+    return size;
+  }
+
+  #roomFor(): boolean {
+    return this.maxsize <= 0 || this.#size() < this.maxsize;
+  }
+
+  #shift(): Uint8Array | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const item = this.#items[this.#head]!;
+    this.#shiftedSeq = this.#seqs[this.#head]!;
+    this.#items[this.#head++] = undefined as unknown as Uint8Array;
+    if (this.#head === this.#items.length) {
+      this.#items = [];
+      this.#seqs = [];
+      this.#head = 0;
+    } else if (this.#head > 4096 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#seqs = this.#seqs.slice(this.#head);
+      this.#head = 0;
+    }
+    return item;
+  }
+
+  #shiftedSeq = 0;
+
+  #add(data: Uint8Array): void {
+    this.#items.push(data);
+    this.#seqs.push(++this.#seq);
+    this.#unfinished++;
+  }
+
+  describe(context: EncodeContext): string {
+    if (this.#disposed) throw new ValueError("Cannot hand over the queue: it was disposed");
+    this.#path ??= exportRoute(this.id, (link) => this.#accept(link));
+    if (context.grants !== undefined) {
+      context.grants.read.add(this.#path);
+      context.grants.write.add(this.#path);
+      context.grants.net.add(`unix:${this.#path}`);
+    }
+    return this.#path;
+  }
+
+  #accept(link: Link): void {
+    if (this.#disposed) return link.close();
+    const client: Client = {
+      link,
+      credit: 0,
+      inflight: new Map(),
+      starving: false,
+      recalled: false,
+      held: false,
+    };
+    this.#clients.add(client);
+    this.#holdClients();
+    link.start(
+      (frame) => this.#onFrame(client, frame),
+      () => this.#lost(client),
+      () => this.#pump(),
+    );
+  }
+
+  // While someone here waits for an item, the clients that may send one keep us alive.
+  #holdClients(): void {
+    const hold = this.#getters.size > 0;
+    for (const client of this.#clients) {
+      if (client.held === hold) continue;
+      client.held = hold;
+      if (hold) client.link.hold();
+      else client.link.letGo();
+    }
+  }
+
+  #lost(client: Client): void {
+    if (!this.#clients.delete(client)) return;
+    // What the dead client had not taken goes back to the front, in order.
+    if (client.inflight.size > 0) this.#requeue(client.inflight);
+    this.#putters = this.#putters.filter((putter) => putter.client !== client);
+    this.#pump();
+  }
+
+  #requeue(returned: Map<number, Uint8Array>): void {
+    const entries = [...returned].sort((a, b) => a[0] - b[0]);
+    const items: Uint8Array[] = [];
+    const seqs: number[] = [];
+    let i = 0;
+    for (let at = this.#head; at < this.#items.length; at++) {
+      const seq = this.#seqs[at]!;
+      while (i < entries.length && entries[i]![0] < seq) {
+        seqs.push(entries[i]![0]);
+        items.push(entries[i++]![1]);
+      }
+      seqs.push(seq);
+      items.push(this.#items[at]!);
+    }
+    for (; i < entries.length; i++) {
+      seqs.push(entries[i]![0]);
+      items.push(entries[i]![1]);
+    }
+    this.#items = items;
+    this.#seqs = seqs;
+    this.#head = 0;
+  }
+
+  #onFrame(client: Client, frame: Uint8Array): void {
+    switch (frame[0]) {
+      case PUT:
+        // Pumped when the burst is handled (the link's idle callback).
+        if (!this.#shut) this.#add(frame.subarray(1));
+        return;
+      case ACK: {
+        const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+        const n = view.getUint32(1, true);
+        for (let i = 0; i < n; i++) client.inflight.delete(view.getFloat64(5 + 8 * i, true));
+        return;
+      }
+      case CREDIT: {
+        const [more, , starving] = readControl(frame);
+        if (!client.recalled) {
+          client.credit += more;
+          if (starving) client.starving = true;
+        }
+        break;
+      }
+      case RETURN: {
+        // Its acks came first: what is still in flight it did not take.
+        const back = client.inflight;
+        client.inflight = new Map();
+        client.credit = 0;
+        client.recalled = false;
+        if (back.size > 0) this.#requeue(back);
+        break;
+      }
+      case CALL: {
+        const [id, op, arg] = decode(frame.subarray(1)) as [number, string, unknown];
+        this.#remoteCall(client, id, op, arg);
+        break;
+      }
+      default:
+        client.link.close();
+        return;
+    }
+    this.#pump();
+  }
+
+  #reply(client: Client, id: number, error: unknown, value?: unknown): void {
+    const body = error === undefined ? [id, "", value] : [
+      id,
+      error instanceof Error ? error.name : "Error",
+      error instanceof Error ? error.message : String(error),
+    ];
+    client.link.sendParts([new Uint8Array([REPLY]), encode(body)]).catch(() => {});
+  }
+
+  #remoteCall(client: Client, id: number, op: string, arg: unknown): void {
+    if (op === "put" || op === "putNowait") {
+      const data = arg as Uint8Array;
+      this.#offer({
+        data,
+        client,
+        id,
+        admit: () => this.#reply(client, id, undefined),
+        refuse: (error) => this.#reply(client, id, error),
+      }, op === "putNowait");
+      return;
+    }
+    if (op === "cancel") {
+      const index = this.#putters.findIndex((p) => p.client === client && p.id === arg);
+      if (index >= 0) {
+        const [putter] = this.#putters.splice(index, 1);
+        putter!.refuse(new Full("cancelled"));
+      }
+      return;
+    }
+    this.call(op, arg).then(
+      (value) => this.#reply(client, id, undefined, value),
+      (error) => this.#reply(client, id, error),
+    );
+  }
+
+  #offer(putter: Putter, nowait: boolean): void {
+    if (this.#shut) return putter.refuse(new ShutDown("Cannot put to queue as it is shut down"));
+    if (this.#putters.length === 0 && this.#roomFor()) {
+      this.#add(putter.data);
+      putter.admit();
+      this.#pump();
+      return;
+    }
+    if (nowait) {
+      return putter.refuse(
+        new Full(`Cannot put to queue as it is full: maxsize is ${this.maxsize}`),
+      );
+    }
+    this.#putters.push(putter);
+  }
+
+  /** Hands items to waiting getters and clients, admits waiting putters. */
+  #pump(): void {
+    for (;;) {
+      while (this.#length > 0) {
+        if (this.#getters.size > 0) {
+          const before = this.#length;
+          for (const getter of this.#getters) {
+            getter.wake();
+            break;
+          }
+          if (this.#length < before) continue;
+        }
+        const client = this.#pick();
+        if (client === undefined) break;
+        const item = this.#shift()!;
+        const seq = this.#shiftedSeq;
+        client.credit--;
+        client.starving = false;
+        client.inflight.set(seq, item);
+        ITEM_HEADER_VIEW.setFloat64(1, seq, true);
+        // The header is copied at once: one scratch header serves every item.
+        client.link.sendParts([ITEM_HEADER, item]).catch(() => {});
+      }
+      let admitted = false;
+      while (this.#putters.length > 0 && this.#roomFor()) {
+        const putter = this.#putters.shift()!;
+        this.#add(putter.data);
+        putter.admit();
+        admitted = true;
+      }
+      if (!admitted || this.#length === 0) break;
+    }
+    if (this.#length > 0) return;
+    let hungry = this.#getters.size > 0;
+    for (const client of this.#clients) if (client.starving) hungry = true;
+    if (!hungry) return;
+    if (this.#shut) {
+      for (const getter of [...this.#getters]) getter.wake();
+      for (const client of this.#clients) {
+        if (!client.starving) continue;
+        client.starving = false;
+        client.link.sendParts([new Uint8Array([NOTICE]), encode(["drained"])]).catch(() => {});
+      }
+      return;
+    }
+    // Someone waits and nothing is here: take back what idle clients hold.
+    for (const client of this.#clients) {
+      if (client.starving || client.recalled || client.inflight.size === 0) continue;
+      client.recalled = true;
+      client.credit = 0;
+      client.link.sendParts([new Uint8Array([RECALL])]).catch(() => {});
+    }
+  }
+
+  #pick(): Client | undefined {
+    let best: Client | undefined;
+    for (const client of this.#clients) {
+      if (client.credit <= 0 || client.recalled) continue;
+      if (client.starving) return client;
+      best ??= client;
+    }
+    return best;
+  }
+
+  put(data: Uint8Array, nowait: boolean, options?: WaitOptions): Promise<void> {
+    if (this.maxsize <= 0 && !this.#shut) {
+      this.#add(data);
+      this.#pump();
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const signal = options?.signal;
+      const onAbort = () => {
+        remove();
+        reject(signal!.reason);
+      };
+      const settle = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const putter: Putter = {
+        data,
+        admit: () => {
+          settle();
+          resolve();
+        },
+        refuse: (error) => {
+          settle();
+          reject(error);
+        },
+      };
+      const remove = () => {
+        settle();
+        const index = this.#putters.indexOf(putter);
+        if (index >= 0) this.#putters.splice(index, 1);
+      };
+      this.#offer(putter, nowait);
+      if (!this.#putters.includes(putter)) return;
+      if (options?.timeout !== undefined) {
+        timer = setTimeout(() => {
+          remove();
+          reject(new Full(`Cannot put to queue as it is full: maxsize is ${this.maxsize}`));
+        }, Math.max(0, options.timeout));
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  get(nowait: boolean, options?: WaitOptions): Promise<Uint8Array> {
+    const attempt = () => {
+      const item = this.#shift();
+      if (item !== undefined) {
+        queueMicrotask(() => this.#pump());
+        return item;
+      }
+      if (this.#shut) throw new ShutDown("Cannot get from queue as it is shut down and empty");
+      if (nowait) throw new Empty("Cannot get from queue as it is empty");
+      return undefined;
+    };
+    return waitFor<Uint8Array>(
+      options,
+      "get from queue",
+      (settle) => {
+        const getter = { wake: () => settle(true) };
+        this.#getters.add(getter);
+        this.#holdClients();
+        this.#pump();
+        return () => {
+          this.#getters.delete(getter);
+          this.#holdClients();
+        };
+      },
+      attempt,
+      () => new Empty(`Cannot get from queue as it is empty after ${options?.timeout} ms`),
+    );
+  }
+
+  call(op: string, arg?: unknown): Promise<unknown> {
+    switch (op) {
+      case "qsize":
+        return Promise.resolve(this.#size());
+      case "empty":
+        return Promise.resolve(this.#size() === 0);
+      case "full":
+        return Promise.resolve(this.maxsize > 0 && this.#size() >= this.maxsize);
+      case "getNowait":
+        return this.get(true);
+      case "taskDone":
+        if (this.#unfinished <= 0) {
+          return Promise.reject(
+            new ValueError(
+              "Cannot mark a task done: taskDone() was called more times than items were put",
+            ),
+          );
+        }
+        if (--this.#unfinished === 0) { for (const joiner of [...this.#joiners]) joiner(); }
+        return Promise.resolve();
+      case "join":
+        if (this.#unfinished === 0) return Promise.resolve();
+        return new Promise<void>((resolve) => {
+          const joiner = () => {
+            this.#joiners.delete(joiner);
+            resolve();
+          };
+          this.#joiners.add(joiner);
+        });
+      case "shutdown": {
+        this.#shut = true;
+        const immediate = Boolean(arg);
+        if (immediate) {
+          const dropped = this.#length;
+          this.#items = [];
+          this.#seqs = [];
+          this.#head = 0;
+          this.#unfinished = Math.max(0, this.#unfinished - dropped);
+          for (const client of this.#clients) {
+            this.#unfinished = Math.max(0, this.#unfinished - client.inflight.size);
+            client.inflight = new Map();
+          }
+          if (this.#unfinished === 0) { for (const joiner of [...this.#joiners]) joiner(); }
+        }
+        for (const putter of this.#putters.splice(0)) {
+          putter.refuse(new ShutDown("Cannot put to queue as it is shut down"));
+        }
+        for (const client of this.#clients) {
+          client.link.sendParts([new Uint8Array([NOTICE]), encode(["shutdown", immediate])]).catch(
+            () => {},
+          );
+        }
+        for (const getter of [...this.#getters]) getter.wake();
+        this.#pump();
+        return Promise.resolve();
+      }
+      case "sync":
+        return Promise.resolve();
+      default:
+        return Promise.reject(new TypeError(`Cannot call ${op} on a queue`));
+    }
+  }
+
+  sync(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    hubs.delete(this.id);
+    if (this.#path !== undefined) unexportRoute(this.id);
+    for (const client of this.#clients) client.link.close();
+    this.#clients.clear();
+  }
+}
+
+const hubs = new Map<string, Hub>();
+
+// ---------------------------------------------------------------- client
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(error: Error): void;
+}
+
+/** A queue made in another process, reached over its socket. */
+class Remote implements Impl {
+  readonly id: string;
+  readonly maxsize: number;
+  readonly path: string;
+  #link: Link | undefined;
+  #connecting: Promise<Link> | undefined;
+  // Items received and not yet taken, in sequence order.
+  #buffer: Uint8Array[] = [];
+  #bufferSeqs: number[] = [];
+  #head = 0;
+  #granted = 0;
+  #taken: number[] = [];
+  #ackQueued = false;
+  #getters = new Set<{ wake(): void }>();
+  #calls = new Map<number, Pending>();
+  #nextCall = 0;
+  #shut = false;
+  #drained = false;
+  #lost: Error | undefined;
+  #users = 0;
+
+  constructor(path: string, id: string, maxsize: number) {
+    this.path = path;
+    this.id = id;
+    this.maxsize = maxsize;
+    exitHooks.add(this.#atExit);
+    this.#connecting = connectTo(path, [id]);
+    this.#connecting.then((link) => {
+      this.#connecting = undefined;
+      if (this.#users < 0) return void link.closeAfterFlush();
+      this.#link = link;
+      if (this.#getters.size > 0 || this.#calls.size > 0) link.hold();
+      link.start((frame) => this.#onFrame(frame), (error) => this.#onLost(error));
+    }, (error) => this.#onLost(error));
+  }
+
+  retain(): void {
+    this.#users++;
+  }
+
+  #putAny = false;
+
+  // Before the program ends: acknowledge what was taken, and wait until the
+  // hub has everything put from here, so a parent that joined this child
+  // knows the items are in the queue.
+  #atExit = async (): Promise<void> => {
+    this.flushTaken();
+    await this.sync();
+  };
+
+  /** Settles once the hub has received everything put from here. */
+  async sync(): Promise<void> {
+    if (!this.#putAny || this.#lost !== undefined) return;
+    this.#putAny = false;
+    await this.call("sync").catch(() => {});
+  }
+
+  // Taken items are acknowledged before the program ends, so the hub does not
+  // hand them out again when the connection closes.
+  /** @ignore */
+  flushTaken = (): void => {
+    this.#ackQueued = false;
+    unacked.delete(this);
+    const taken = this.#taken;
+    if (taken.length === 0) return;
+    this.#taken = [];
+    const frame = new Uint8Array(5 + 8 * taken.length);
+    const view = new DataView(frame.buffer);
+    frame[0] = ACK;
+    view.setUint32(1, taken.length, true);
+    for (let i = 0; i < taken.length; i++) view.setFloat64(5 + 8 * i, taken[i]!, true);
+    this.#send([frame]);
+  };
+
+  #send(parts: Uint8Array[]): Promise<void> {
+    const link = this.#link;
+    if (link !== undefined) {
+      link.sendParts(parts).catch(() => {});
+      return link.pace() ?? Promise.resolve();
+    }
+    if (this.#lost !== undefined) return Promise.reject(this.#lost);
+    return this.#connecting!.then((ready) => ready.sendParts(parts));
+  }
+
+  #onLost(error: unknown): void {
+    this.#lost ??= new ProcessError(
+      `Cannot use the queue: the process that made it has ended${
+        error instanceof Error ? ` (${error.message})` : ""
+      }`,
+      { cause: error },
+    );
+    for (const call of this.#calls.values()) call.reject(this.#lost);
+    this.#calls.clear();
+    for (const getter of [...this.#getters]) getter.wake();
+  }
+
+  #onFrame(frame: Uint8Array): void {
+    switch (frame[0]) {
+      case ITEM: {
+        this.#granted--;
+        const seq = new DataView(frame.buffer, frame.byteOffset + 1, 8).getFloat64(0, true);
+        const data = frame.subarray(9);
+        const seqs = this.#bufferSeqs;
+        if (seqs.length === this.#head || seqs[seqs.length - 1]! < seq) {
+          seqs.push(seq);
+          this.#buffer.push(data);
+        } else {
+          // A returned item handed out again: back to its place.
+          let at = seqs.length;
+          while (at > this.#head && seqs[at - 1]! > seq) at--;
+          seqs.splice(at, 0, seq);
+          this.#buffer.splice(at, 0, data);
+        }
+        for (const getter of this.#getters) {
+          getter.wake();
+          break;
+        }
+        return;
+      }
+      case REPLY: {
+        const [id, name, value] = decode(frame.subarray(1)) as [number, string, unknown];
+        const call = this.#calls.get(id);
+        if (call === undefined) return;
+        this.#calls.delete(id);
+        if (this.#calls.size === 0 && this.#getters.size === 0) this.#link?.letGo();
+        if (name === "") call.resolve(value);
+        else call.reject(errorByName(name, String(value)));
+        return;
+      }
+      case RECALL: {
+        this.#buffer = [];
+        this.#bufferSeqs = [];
+        this.#head = 0;
+        this.#granted = 0;
+        this.flushTaken();
+        this.#send([OP_RETURN]);
+        if (this.#getters.size > 0) this.#topUp(true);
+        return;
+      }
+      case NOTICE: {
+        const [what, immediate] = decode(frame.subarray(1)) as [string, boolean];
+        this.#shut = true;
+        if (what === "drained" || immediate) this.#drained = true;
+        if (immediate) {
+          this.#buffer = [];
+          this.#bufferSeqs = [];
+          this.#head = 0;
+        }
+        for (const getter of [...this.#getters]) getter.wake();
+        return;
+      }
+    }
+  }
+
+  #topUp(starving: boolean): void {
+    const buffered = this.#buffer.length - this.#head;
+    const more = Math.max(0, WINDOW - buffered - this.#granted);
+    if (more === 0 && !starving) return;
+    this.#granted += more;
+    this.#send([control(CREDIT, more, 0, starving ? 1 : 0)]);
+  }
+
+  #take(): Uint8Array | undefined {
+    if (this.#head >= this.#buffer.length) return undefined;
+    const item = this.#buffer[this.#head]!;
+    this.#taken.push(this.#bufferSeqs[this.#head]!);
+    this.#buffer[this.#head++] = undefined as unknown as Uint8Array;
+    if (this.#head === this.#buffer.length) {
+      this.#buffer = [];
+      this.#bufferSeqs = [];
+      this.#head = 0;
+    } else if (this.#head > WINDOW && this.#head * 2 > this.#buffer.length) {
+      this.#buffer = this.#buffer.slice(this.#head);
+      this.#bufferSeqs = this.#bufferSeqs.slice(this.#head);
+      this.#head = 0;
+    }
+    const buffered = this.#buffer.length - this.#head;
+    if (buffered + this.#granted <= WINDOW / 2) this.#topUp(false);
+    if (!this.#ackQueued) {
+      // Tell the hub what was taken at the end of this turn, or before this
+      // program sends anything at all: a taken item must not be handed out
+      // again if this process dies after acting on it.
+      this.#ackQueued = true;
+      unacked.add(this);
+      beforeSend.hook = flushAcks;
+      ackTimer ??= setTimeout(flushAcks, 0);
+    }
+    return item;
+  }
+
+  put(data: Uint8Array, nowait: boolean, options?: WaitOptions): Promise<void> {
+    if (this.#lost !== undefined) return Promise.reject(this.#lost);
+    if (this.#shut) return Promise.reject(new ShutDown("Cannot put to queue as it is shut down"));
+    this.#putAny = true;
+    if (this.maxsize <= 0) return this.#send([OP_PUT, data]);
+    const id = ++this.#nextCall;
+    const reply = this.#call(id, nowait ? "putNowait" : "put", data);
+    if (nowait || (options?.timeout === undefined && options?.signal === undefined)) {
+      return reply.then(() => {});
+    }
+    return new Promise<void>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let giveUp: Error | undefined;
+      const signal = options.signal;
+      const cancel = (error: Error) => {
+        giveUp ??= error;
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this.#send([new Uint8Array([CALL]), encode([++this.#nextCall, "cancel", id])]);
+      };
+      const onAbort = () => cancel(signal!.reason);
+      reply.then(() => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      }, (error) => reject(giveUp ?? error));
+      if (options.timeout !== undefined) {
+        timer = setTimeout(
+          () => cancel(new Full(`Cannot put to queue as it is full: maxsize is ${this.maxsize}`)),
+          Math.max(0, options.timeout),
+        );
+      }
+      if (signal?.aborted) onAbort();
+      else signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  #call(id: number, op: string, arg?: unknown): Promise<unknown> {
+    if (this.#lost !== undefined) return Promise.reject(this.#lost);
+    return new Promise((resolve, reject) => {
+      this.#calls.set(id, { resolve, reject });
+      if (this.#calls.size === 1 && this.#getters.size === 0) this.#link?.hold();
+      this.#send([new Uint8Array([CALL]), encode([id, op, arg])]).catch((error) => {
+        this.#calls.delete(id);
+        reject(error);
+      });
+    });
+  }
+
+  call(op: string, arg?: unknown): Promise<unknown> {
+    return this.#call(++this.#nextCall, op, arg);
+  }
+
+  get(nowait: boolean, options?: WaitOptions): Promise<Uint8Array> {
+    const attempt = () => {
+      const item = this.#take();
+      if (item !== undefined) return item;
+      if (this.#lost !== undefined) throw this.#lost;
+      if (this.#drained) throw new ShutDown("Cannot get from queue as it is shut down and empty");
+      return undefined;
+    };
+    if (nowait) {
+      try {
+        const item = attempt();
+        if (item !== undefined) return Promise.resolve(item);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return this.call("getNowait") as Promise<Uint8Array>;
+    }
+    return waitFor<Uint8Array>(
+      options,
+      "get from queue",
+      (settle) => {
+        const getter = { wake: () => settle(true) };
+        this.#getters.add(getter);
+        if (this.#getters.size === 1 && this.#calls.size === 0) this.#link?.hold();
+        this.#topUp(true);
+        return () => {
+          this.#getters.delete(getter);
+          if (this.#getters.size === 0 && this.#calls.size === 0) this.#link?.letGo();
+        };
+      },
+      attempt,
+      () => new Empty(`Cannot get from queue as it is empty after ${options?.timeout} ms`),
+    );
+  }
+
+  describe(context: EncodeContext): string {
+    if (context.grants !== undefined) {
+      context.grants.read.add(this.path);
+      context.grants.write.add(this.path);
+      context.grants.net.add(`unix:${this.path}`);
+    }
+    return this.path;
+  }
+
+  dispose(): void {
+    if (--this.#users > 0) return;
+    this.#users = -1;
+    remotes.delete(this.id);
+    this.flushTaken();
+    exitHooks.delete(this.#atExit);
+    if (this.#link !== undefined) this.#link.closeAfterFlush();
+  }
+}
+
+const remotes = new Map<string, Remote>();
+const unacked = new Set<Remote>();
+let ackTimer: ReturnType<typeof setTimeout> | undefined;
+
+function flushAcks(): void {
+  clearTimeout(ackTimer);
+  ackTimer = undefined;
+  if (beforeSend.hook === flushAcks) beforeSend.hook = undefined;
+  for (const remote of [...unacked]) remote.flushTaken();
+}
+
+// ---------------------------------------------------------------- handle kind
+
+interface QueueDescriptor {
+  path: string;
+  id: string;
+  maxsize: number;
+  type: "Queue" | "JoinableQueue" | "SimpleQueue";
+}
+
+const queueKind: HandleKind<Queue<unknown> | SimpleQueue<unknown>, QueueDescriptor> =
+  registerHandleKind({
+    name: "queue",
+    describe: (queue, context) => queue._describe(context),
+    revive: (descriptor, context) => Queue._revive(descriptor, context),
+  });
+
+let reviving: Impl | undefined;
+let wrapping: Queue<unknown> | undefined;
+
+function implFor(descriptor: QueueDescriptor): Impl {
+  const hub = hubs.get(descriptor.id);
+  if (hub !== undefined) return hub;
+  let remote = remotes.get(descriptor.id);
+  if (remote === undefined) {
+    remote = new Remote(descriptor.path, descriptor.id, descriptor.maxsize);
+    remotes.set(descriptor.id, remote);
+  }
+  remote.retain();
+  return remote;
+}
+
+/**
+ * A FIFO queue that any process or worker it reaches can put to and get
+ * from, as Python's `multiprocessing.Queue`. Hand it to a child as a
+ * `Process` argument or inside a message; items cross by structured clone.
+ *
+ * The process that made the queue holds its items; it must live as long as
+ * others use the queue.
+ *
+ * @typeParam T The items.
+ *
+ * @example
+ * ```ts
+ * import { Queue } from "@seed/multiprocessing/queue";
+ * import { Empty } from "@seed/multiprocessing/errors";
+ * import assert from "node:assert/strict";
+ *
+ * await using q = new Queue<string>(2);
+ * await q.put("a");
+ * await q.put("b");
+ * assert.equal(await q.full(), true);
+ * assert.equal(await q.get(), "a");
+ * assert.equal(await q.getNowait(), "b");
+ * await assert.rejects(q.getNowait(), Empty);
+ * ```
+ */
+export class Queue<T = unknown> implements AsyncDisposable {
+  #impl: Impl;
+  #closed = false;
+  #disposed = false;
+
+  /**
+   * Makes a queue.
+   *
+   * @param maxsize The most items it holds; `0` or less: no limit.
+   * @throws {TypeError} When `maxsize` is not a number.
+   */
+  constructor(maxsize = 0) {
+    if (reviving !== undefined) {
+      this.#impl = reviving;
+      reviving = undefined;
+      return;
+    }
+    if (typeof maxsize !== "number" || Number.isNaN(maxsize)) {
+      throw new TypeError(
+        `Cannot make a queue with maxsize ${String(maxsize)}: it must be a number`,
+      );
+    }
+    this.#impl = new Hub(maxsize > 0 ? Math.floor(maxsize) : 0);
+  }
+
+  /** The most items the queue holds; `0`: no limit. */
+  get maxsize(): number {
+    return this.#impl.maxsize;
+  }
+
+  /** @ignore */
+  _describe(context: EncodeContext): QueueDescriptor {
+    const path = this.#impl.describe(context);
+    const type = this instanceof JoinableQueue ? "JoinableQueue" : "Queue";
+    return { path, id: this.#impl.id, maxsize: this.#impl.maxsize, type };
+  }
+
+  /** @ignore */
+  static _revive(
+    descriptor: QueueDescriptor,
+    _context: DecodeContext,
+  ): Queue<unknown> | SimpleQueue<unknown> {
+    reviving = implFor(descriptor);
+    try {
+      if (descriptor.type === "JoinableQueue") return new JoinableQueue();
+      if (descriptor.type === "SimpleQueue") return SimpleQueue._wrap(new Queue());
+      return new Queue();
+    } finally {
+      reviving = undefined;
+    }
+  }
+
+  #checkPut(): void {
+    if (this.#disposed) throw new ValueError("Cannot put to queue: it was disposed");
+    if (this.#closed) throw new ValueError("Cannot put to queue: it is closed");
+  }
+
+  /**
+   * Puts an item, waiting while the queue is full.
+   *
+   * @param item What to put; copied by structured clone now.
+   * @param options How long to wait at most.
+   * @returns Settles when the item is in the queue (or on its way to it).
+   * @throws {Full} When `timeout` passes while the queue stays full.
+   * @throws {ShutDown} When the queue was shut down.
+   * @throws {DataCloneError} When `item` cannot be serialized; nothing is put.
+   * @throws {ValueError} When this queue object was closed.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@seed/multiprocessing/queue";
+   * import { Full } from "@seed/multiprocessing/errors";
+   * import assert from "node:assert/strict";
+   *
+   * await using q = new Queue(1);
+   * await q.put(1);
+   * await assert.rejects(q.put(2, { timeout: 10 }), Full);
+   * ```
+   */
+  put(item: T, options?: QueueWaitOptions): Promise<void> {
+    try {
+      this.#checkPut();
+      validTimeout(options, "put to queue");
+      if (options?.signal?.aborted) return Promise.reject(options.signal.reason);
+      const { data, commit } = encodeItem(item);
+      const done = this.#impl.put(data, false, options);
+      for (const run of commit) run();
+      return done;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Puts an item without waiting.
+   *
+   * @param item What to put.
+   * @returns Settles when the item is in the queue.
+   * @throws {Full} When the queue is full.
+   * @throws {ShutDown} When the queue was shut down.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@seed/multiprocessing/queue";
+   * import { Full } from "@seed/multiprocessing/errors";
+   * import assert from "node:assert/strict";
+   *
+   * await using q = new Queue(1);
+   * await q.putNowait("x");
+   * await assert.rejects(q.putNowait("y"), Full);
+   * ```
+   */
+  putNowait(item: T): Promise<void> {
+    try {
+      this.#checkPut();
+      const { data, commit } = encodeItem(item);
+      const done = this.#impl.put(data, true);
+      for (const run of commit) run();
+      return done;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Takes the next item, waiting while the queue is empty.
+   *
+   * @param options How long to wait at most.
+   * @returns The item.
+   * @throws {Empty} When `timeout` passes while the queue stays empty.
+   * @throws {ShutDown} When the queue was shut down and is drained.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@seed/multiprocessing/queue";
+   * import { Empty } from "@seed/multiprocessing/errors";
+   * import assert from "node:assert/strict";
+   *
+   * await using q = new Queue();
+   * await assert.rejects(q.get({ timeout: 10 }), Empty);
+   * ```
+   */
+  async get(options?: QueueWaitOptions): Promise<T> {
+    this.#checkGet();
+    return decode(await this.#impl.get(false, options)) as T;
+  }
+
+  #checkGet(): void {
+    if (this.#disposed) throw new ValueError("Cannot get from queue: it was disposed");
+  }
+
+  /**
+   * Takes the next item without waiting.
+   *
+   * @returns The item.
+   * @throws {Empty} When the queue is empty.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@seed/multiprocessing/queue";
+   * import assert from "node:assert/strict";
+   *
+   * await using q = new Queue();
+   * await q.put(1);
+   * assert.equal(await q.getNowait(), 1);
+   * ```
+   */
+  async getNowait(): Promise<T> {
+    this.#checkGet();
+    return decode(await this.#impl.get(true)) as T;
+  }
+
+  /**
+   * The number of items in the queue (approximate while others use it).
+   *
+   * @returns The count.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@seed/multiprocessing/queue";
+   * import assert from "node:assert/strict";
+   *
+   * await using q = new Queue();
+   * await q.put(1);
+   * assert.equal(await q.qsize(), 1);
+   * ```
+   */
+  qsize(): Promise<number> {
+    return this.#impl.call("qsize") as Promise<number>;
+  }
+
+  /**
+   * Whether the queue is empty (approximate while others use it).
+   *
+   * @returns `true` when empty.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@seed/multiprocessing/queue";
+   * import assert from "node:assert/strict";
+   *
+   * await using q = new Queue();
+   * assert.equal(await q.empty(), true);
+   * ```
+   */
+  empty(): Promise<boolean> {
+    return this.#impl.call("empty") as Promise<boolean>;
+  }
+
+  /**
+   * Whether the queue is full (approximate while others use it).
+   *
+   * @returns `true` when full.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@seed/multiprocessing/queue";
+   * import assert from "node:assert/strict";
+   *
+   * await using q = new Queue(1);
+   * await q.put(0);
+   * assert.equal(await q.full(), true);
+   * ```
+   */
+  full(): Promise<boolean> {
+    return this.#impl.call("full") as Promise<boolean>;
+  }
+
+  /**
+   * This side puts no more; what it put is still delivered. Later `put`s
+   * reject with `ValueError`; `get` still works.
+   *
+   * @returns Settles when this side's items are handed over.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@seed/multiprocessing/queue";
+   * import { ValueError } from "@seed/multiprocessing/errors";
+   * import assert from "node:assert/strict";
+   *
+   * await using q = new Queue();
+   * await q.put(1);
+   * await q.close();
+   * await assert.rejects(q.put(2), ValueError);
+   * assert.equal(await q.get(), 1);
+   * ```
+   */
+  close(): Promise<void> {
+    this.#closed = true;
+    return this.#impl.sync();
+  }
+
+  /**
+   * Shuts the queue down for everyone (Python 3.13's `Queue.shutdown`):
+   * later `put`s reject with `ShutDown`; `get`s drain what is left, then reject
+   * with `ShutDown`. With `immediate`, what is left is dropped at once.
+   *
+   * @param options Whether to drop what is left.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@seed/multiprocessing/queue";
+   * import { ShutDown } from "@seed/multiprocessing/errors";
+   * import assert from "node:assert/strict";
+   *
+   * await using q = new Queue();
+   * await q.put(1);
+   * await q.shutdown();
+   * assert.equal(await q.get(), 1);
+   * await assert.rejects(q.get(), ShutDown);
+   * ```
+   */
+  async shutdown(options?: ShutdownOptions): Promise<void> {
+    await this.#impl.call("shutdown", Boolean(options?.immediate));
+  }
+
+  /**
+   * Yields items until the queue is shut down and drained.
+   *
+   * @returns An iterator of the items.
+   *
+   * @example
+   * ```ts
+   * import { Queue } from "@seed/multiprocessing/queue";
+   * import assert from "node:assert/strict";
+   *
+   * await using q = new Queue<number>();
+   * await q.put(1);
+   * await q.put(2);
+   * await q.shutdown();
+   * const got = [];
+   * for await (const x of q) got.push(x);
+   * assert.deepEqual(got, [1, 2]);
+   * ```
+   */
+  async *[Symbol.asyncIterator](): AsyncGenerator<T, void, undefined> {
+    for (;;) {
+      try {
+        yield await this.get();
+      } catch (error) {
+        if (error instanceof ShutDown) return;
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Closes this queue object and releases what it holds here: in the process
+   * that made the queue, the queue itself (others can no longer reach it).
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    if (this.#disposed) return Promise.resolve();
+    this.#closed = true;
+    this.#disposed = true;
+    this.#impl.dispose();
+    return Promise.resolve();
+  }
+
+  /** @ignore */
+  _impl(): Impl {
+    return this.#impl;
+  }
+}
+
+/**
+ * A {@linkcode Queue} that counts unfinished tasks, as Python's
+ * `multiprocessing.JoinableQueue`: each `get` is matched by a `taskDone()`,
+ * and `join()` waits until every item put was done.
+ *
+ * @typeParam T The items.
+ *
+ * @example
+ * ```ts
+ * import { JoinableQueue } from "@seed/multiprocessing/queue";
+ * import { ValueError } from "@seed/multiprocessing/errors";
+ * import assert from "node:assert/strict";
+ *
+ * await using q = new JoinableQueue<string>();
+ * await q.put("job");
+ * await q.get();
+ * await q.taskDone();
+ * await q.join();
+ * await assert.rejects(q.taskDone(), ValueError);
+ * ```
+ */
+export class JoinableQueue<T = unknown> extends Queue<T> {
+  /**
+   * Makes a joinable queue.
+   *
+   * @param maxsize The most items it holds; `0` or less: no limit.
+   */
+  constructor(maxsize = 0) {
+    super(maxsize);
+  }
+
+  /**
+   * Marks one item taken with `get` as done.
+   *
+   * @throws {ValueError} When called more times than items were put.
+   *
+   * @example
+   * ```ts
+   * import { JoinableQueue } from "@seed/multiprocessing/queue";
+   *
+   * await using q = new JoinableQueue();
+   * await q.put(1);
+   * await q.get();
+   * await q.taskDone();
+   * ```
+   */
+  async taskDone(): Promise<void> {
+    await this._impl().call("taskDone");
+  }
+
+  /**
+   * Waits until every item put has been marked done.
+   *
+   * @example
+   * ```ts
+   * import { JoinableQueue } from "@seed/multiprocessing/queue";
+   *
+   * await using q = new JoinableQueue();
+   * await q.join();
+   * ```
+   */
+  async join(): Promise<void> {
+    await this._impl().call("join");
+  }
+}
+
+/**
+ * A plain queue with `put`, `get`, `empty` and `close` only, as Python's
+ * `multiprocessing.SimpleQueue`.
+ *
+ * @typeParam T The items.
+ *
+ * @example
+ * ```ts
+ * import { SimpleQueue } from "@seed/multiprocessing/queue";
+ * import assert from "node:assert/strict";
+ *
+ * await using q = new SimpleQueue<number>();
+ * await q.put(7);
+ * assert.equal(await q.get(), 7);
+ * assert.equal(await q.empty(), true);
+ * ```
+ */
+export class SimpleQueue<T = unknown> implements AsyncDisposable {
+  #queue: Queue<T>;
+
+  /** Makes a simple queue. */
+  constructor() {
+    this.#queue = (wrapping as Queue<T> | undefined) ?? new Queue<T>();
+    wrapping = undefined;
+  }
+
+  /** @ignore */
+  static _wrap<T>(queue: Queue<T>): SimpleQueue<T> {
+    wrapping = queue;
+    return new SimpleQueue<T>();
+  }
+
+  /** @ignore */
+  _describe(context: EncodeContext): QueueDescriptor {
+    return { ...this.#queue._describe(context), type: "SimpleQueue" };
+  }
+
+  /**
+   * Puts an item.
+   *
+   * @param item What to put.
+   * @throws {DataCloneError} When `item` cannot be serialized.
+   */
+  put(item: T): Promise<void> {
+    return this.#queue.put(item);
+  }
+
+  /**
+   * Takes the next item, waiting while empty.
+   *
+   * @returns The item.
+   */
+  get(): Promise<T> {
+    return this.#queue.get();
+  }
+
+  /**
+   * Whether the queue is empty.
+   *
+   * @returns `true` when empty.
+   */
+  empty(): Promise<boolean> {
+    return this.#queue.empty();
+  }
+
+  /**
+   * This side puts no more.
+   *
+   * @returns Settles when this side's items are handed over.
+   */
+  close(): Promise<void> {
+    return this.#queue.close();
+  }
+
+  /** Releases what this queue object holds here. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.#queue[Symbol.asyncDispose]();
+  }
+}
+
+// Instances cross to other processes and workers as handles.
+markHandleClass(Queue, queueKind);
+markHandleClass(SimpleQueue, queueKind);

@@ -1,0 +1,226 @@
+import assert from "node:assert/strict";
+import {
+  AsyncResult,
+  DataCloneError,
+  Pool,
+  ProcessError,
+  RemoteError,
+  type StartMethod,
+  TimeoutError,
+  ValueError,
+  WorkerLostError,
+} from "../mod.ts";
+import {
+  add,
+  dieOn,
+  double,
+  failOn,
+  failWithValueError,
+  init,
+  initFails,
+  initValue,
+  killSelf,
+  returnsFunction,
+  sleepMs,
+  slowDouble,
+  workerName,
+} from "./testdata/pool_targets.ts";
+
+const METHODS: StartMethod[] = ["process", "worker"];
+
+for (const startMethod of METHODS) {
+  Deno.test(`Pool.map() returns results in input order (${startMethod})`, async (t) => {
+    await using pool = new Pool({ processes: 2, startMethod });
+    const items = Array.from({ length: 1000 }, (_, i) => i);
+    for (const chunksize of [undefined, 1, 7, 5000]) {
+      await t.step(`chunksize ${chunksize}`, async () => {
+        assert.deepEqual(await pool.map(double, items, { chunksize }), items.map((x) => x * 2));
+      });
+    }
+    assert.deepEqual(await pool.map(double, []), []);
+    assert.deepEqual(await pool.map(slowDouble, new Set([1, 2, 3])), [2, 4, 6]);
+  });
+
+  Deno.test(`Pool.apply(), starmap() and the async forms return results (${startMethod})`, async () => {
+    await using pool = new Pool({ processes: 2, startMethod });
+    assert.equal(await pool.apply(add, [2, 3]), 5);
+    assert.deepEqual(await pool.starmap(add, [[1, 2], [3, 4]]), [3, 7]);
+    assert.deepEqual(await pool.starmapAsync(add, [[5, 5]]), [10]);
+    const result = pool.mapAsync(double, [1, 2]);
+    assert.ok(result instanceof AsyncResult);
+    assert.throws(() => result.successful(), ValueError);
+    await result.wait();
+    assert.equal(result.ready(), true);
+    assert.equal(result.successful(), true);
+    assert.deepEqual(await result.get(), [2, 4]);
+    assert.deepEqual(await result, [2, 4], "an AsyncResult is awaitable");
+  });
+
+  Deno.test(`Pool.applyAsync() runs exactly one of its callbacks (${startMethod})`, async () => {
+    await using pool = new Pool({ processes: 1, startMethod });
+    const seen: string[] = [];
+    const ok = pool.applyAsync(double, [4], {
+      callback: (value) => seen.push(`ok ${value}`),
+      errorCallback: () => seen.push("error"),
+    });
+    const bad = pool.applyAsync(failOn, [3], {
+      callback: () => seen.push("ok"),
+      errorCallback: (error) => seen.push(`error ${(error as Error).name}`),
+    });
+    await ok.wait();
+    await bad.wait();
+    assert.equal(bad.successful(), false);
+    assert.deepEqual(seen.sort(), ["error RangeError", "ok 8"]);
+  });
+
+  Deno.test(`Pool errors keep their name and message, with the remote stack in cause (${startMethod})`, async () => {
+    await using pool = new Pool({ processes: 2, startMethod });
+    await assert.rejects(pool.map(failOn, [1, 2, 3, 4], { chunksize: 1 }), (error: unknown) => {
+      assert.ok(error instanceof RangeError);
+      assert.equal(error.message, "bad item 3");
+      assert.ok(error.cause instanceof RemoteError);
+      assert.match(error.cause.message, /pool_targets\.ts/);
+      return true;
+    });
+    await assert.rejects(pool.apply(failWithValueError, []), (error: unknown) => {
+      return error instanceof ValueError && error.message === "the worker refused";
+    });
+    // A result that cannot be cloned fails the call, not the pool.
+    await assert.rejects(pool.apply(returnsFunction, []), DataCloneError);
+    assert.equal(await pool.apply(double, [1]), 2);
+  });
+
+  Deno.test(`Pool calls refuse unclonable arguments at the call (${startMethod})`, async () => {
+    await using pool = new Pool({ processes: 1, startMethod });
+    await assert.rejects(
+      pool.map(double as (x: unknown) => number, [1, () => 2]),
+      (error: unknown) => error instanceof DataCloneError && /items\[1\]:/.test(error.message),
+    );
+    assert.throws(
+      () => pool.applyAsync(add as (...a: unknown[]) => number, [1, Symbol("x")]),
+      (error: unknown) => error instanceof DataCloneError && /args\[1\]:/.test(error.message),
+    );
+    assert.equal(await pool.apply(add, [1, 1]), 2);
+  });
+
+  Deno.test(`Pool.imap() and imapUnordered() read their input lazily (${startMethod})`, async () => {
+    await using pool = new Pool({ processes: 2, startMethod });
+    let pulled = 0;
+    async function* numbers() {
+      for (let i = 0; i < 100; i++) {
+        pulled++;
+        yield i;
+      }
+    }
+    const results: number[] = [];
+    for await (const value of pool.imap(double, numbers())) {
+      if (results.length === 0) assert.ok(pulled <= 2 * 2 + 1, `pulled ${pulled} items ahead`);
+      results.push(value);
+    }
+    assert.deepEqual(results, Array.from({ length: 100 }, (_, i) => i * 2));
+    const unordered: number[] = [];
+    for await (const value of pool.imapUnordered(slowDouble, [1, 2, 3, 4, 5], { chunksize: 2 })) {
+      unordered.push(value);
+    }
+    assert.deepEqual(unordered.sort((a, b) => a - b), [2, 4, 6, 8, 10]);
+    await assert.rejects(async () => {
+      for await (const _ of pool.imap(failOn, [1, 2, 3])) { /* the third fails */ }
+    }, RangeError);
+  });
+
+  Deno.test(`Pool replaces a worker that dies mid-task and keeps serving (${startMethod})`, async () => {
+    await using pool = new Pool({ processes: 2, startMethod });
+    const others = pool.map(slowDouble, Array.from({ length: 20 }, (_, i) => i), { chunksize: 1 });
+    await assert.rejects(
+      pool.map(dieOn, [1, 2, 3, 4], { chunksize: 1 }),
+      (error: unknown) => error instanceof WorkerLostError && /exit code 3/.test(error.message),
+    );
+    assert.deepEqual(await others, Array.from({ length: 20 }, (_, i) => i * 2));
+    if (startMethod === "process") {
+      await assert.rejects(
+        pool.apply(killSelf, []),
+        (e: unknown) => e instanceof WorkerLostError && /-9/.test(e.message),
+      );
+    }
+    assert.deepEqual(await pool.map(double, [1, 2, 3]), [2, 4, 6]);
+  });
+
+  Deno.test(`Pool calls are cancelled by timeout and signal, even while running (${startMethod})`, async () => {
+    await using pool = new Pool({ processes: 1, startMethod });
+    await assert.rejects(pool.apply(sleepMs, [60_000], { timeout: 50 }), TimeoutError);
+    const controller = new AbortController();
+    const running = pool.apply(sleepMs, [60_000], { signal: controller.signal });
+    const queued = pool.apply(sleepMs, [60_000], { signal: controller.signal });
+    controller.abort(new Error("stop"));
+    await assert.rejects(running, /stop/);
+    await assert.rejects(queued, /stop/);
+    await assert.rejects(pool.apply(double, [1], { signal: controller.signal }), /stop/);
+    // The running task's worker was replaced: the pool still serves.
+    assert.equal(await pool.apply(double, [21]), 42);
+  });
+
+  Deno.test(`Pool maxTasksPerChild replaces a worker after that many tasks (${startMethod})`, async () => {
+    await using pool = new Pool({ processes: 1, maxTasksPerChild: 2, startMethod });
+    const names = [];
+    for (let i = 0; i < 6; i++) names.push(await pool.apply(workerName, []));
+    assert.equal(new Set(names).size, 3, names.join(", "));
+  });
+
+  Deno.test(`Pool initializer runs in each worker before tasks (${startMethod})`, async () => {
+    await using pool = new Pool({
+      processes: 2,
+      initializer: init,
+      initargs: [{ ready: true }],
+      startMethod,
+    });
+    assert.deepEqual(
+      await pool.map(initValue, [0, 1, 2, 3], { chunksize: 1 }),
+      Array(4).fill({ ready: true }),
+    );
+  });
+
+  Deno.test(`Pool with a failing initializer fails calls instead of looping (${startMethod})`, async () => {
+    const pool = new Pool({ processes: 1, initializer: initFails, startMethod });
+    await assert.rejects(
+      pool.apply(double, [1]),
+      (e: unknown) => e instanceof ProcessError && /initializer/.test(e.message),
+    );
+    pool.terminate();
+    await pool.join();
+  });
+
+  Deno.test(`Pool close(), terminate() and join() follow Python's rules (${startMethod})`, async () => {
+    const pool = new Pool({ processes: 2, startMethod });
+    await assert.rejects(
+      pool.join(),
+      (e: unknown) => e instanceof ValueError && /running/.test(e.message),
+    );
+    const pending = pool.map(slowDouble, [1, 2, 3]);
+    pool.close();
+    assert.throws(
+      () => pool.applyAsync(double, [1]),
+      (e: unknown) => e instanceof ValueError && /closed/.test(e.message),
+    );
+    assert.deepEqual(await pending, [2, 4, 6], "work submitted before close() finishes");
+    await pool.join();
+
+    const doomed = new Pool({ processes: 1, startMethod });
+    const running = doomed.apply(sleepMs, [60_000]);
+    doomed.terminate();
+    await assert.rejects(running, /terminated/);
+    assert.throws(
+      () => doomed.applyAsync(double, [1]),
+      (e: unknown) => e instanceof ValueError && /terminated/.test(e.message),
+    );
+    await doomed.join();
+  });
+}
+
+Deno.test("Pool() refuses bad options and functions that are not exported", async () => {
+  assert.throws(() => new Pool({ processes: 0 }), RangeError);
+  assert.throws(() => new Pool({ maxTasksPerChild: 1.5 }), RangeError);
+  assert.throws(() => new Pool({ initializer: () => {} }), TypeError);
+  await using pool = new Pool({ processes: 1 });
+  assert.throws(() => pool.applyAsync((x: number) => x, [1]), TypeError);
+  assert.throws(() => pool.mapAsync(double, [1], { chunksize: 0 }), RangeError);
+});

@@ -1,0 +1,303 @@
+import assert from "node:assert/strict";
+import {
+  DataCloneError,
+  Empty,
+  Full,
+  JoinableQueue,
+  Pipe,
+  Process,
+  Queue,
+  ShutDown,
+  SimpleQueue,
+  type StartMethod,
+  ValueError,
+} from "../mod.ts";
+import {
+  collect,
+  consume,
+  getAndEcho,
+  joinableWorker,
+  makeQueueHere,
+  produce,
+  produceForever,
+  putOne,
+  takeSomeThenHang,
+} from "./testdata/queue_targets.ts";
+
+const METHODS: StartMethod[] = ["process", "worker"];
+const SMALL = [42, null, "hello"];
+
+async function started(
+  target: (...args: never[]) => unknown,
+  args: unknown[],
+  startMethod: StartMethod,
+) {
+  const p = new Process({ target: target as (...args: unknown[]) => unknown, args, startMethod });
+  await p.start();
+  return p;
+}
+
+Deno.test("Queue.get() returns items in the order they were put", async () => {
+  await using q = new Queue<unknown>();
+  const items = [1, "two", new Map([[3, 3]]), new Set([4n]), new Date(5), null, undefined];
+  for (const item of items) await q.put(item);
+  assert.equal(await q.qsize(), items.length);
+  for (const item of items) assert.deepEqual(await q.get(), item);
+  assert.equal(await q.empty(), true);
+});
+
+Deno.test("Queue.get() rejects with Empty after the timeout", async () => {
+  await using q = new Queue();
+  await assert.rejects(q.get({ timeout: 5 }), Empty);
+  await assert.rejects(q.getNowait(), Empty);
+  await q.put("later");
+  assert.equal(await q.get({ timeout: 5 }), "later");
+});
+
+Deno.test("Queue.put() rejects with Full after the timeout on a full queue", async () => {
+  await using q = new Queue(2);
+  await q.put(1);
+  await q.putNowait(2);
+  assert.equal(await q.full(), true);
+  await assert.rejects(q.put(3, { timeout: 5 }), Full);
+  await assert.rejects(q.putNowait(3), Full);
+  assert.equal(await q.qsize(), 2);
+  const waiting = q.put(3);
+  assert.equal(await q.get(), 1);
+  await waiting;
+  assert.equal(await q.get(), 2);
+  assert.equal(await q.get(), 3);
+});
+
+Deno.test("Queue.get() and Queue.put() reject with the abort reason", async () => {
+  await using q = new Queue(1);
+  const controller = new AbortController();
+  const getting = q.get({ signal: controller.signal });
+  controller.abort(new RangeError("stop"));
+  await assert.rejects(getting, RangeError);
+  await q.put(1);
+  const putting = q.put(2, { signal: AbortSignal.timeout(5) });
+  await assert.rejects(putting, (e: Error) => e.name === "TimeoutError");
+  await assert.rejects(q.get({ signal: AbortSignal.abort(new SyntaxError("x")) }), SyntaxError);
+  assert.equal(await q.get(), 1);
+  assert.equal(await q.qsize(), 0);
+});
+
+Deno.test("Queue.put() rejects with DataCloneError and puts nothing", async () => {
+  await using q = new Queue();
+  await assert.rejects(q.put({ f: () => 1 }), DataCloneError);
+  assert.equal(await q.empty(), true);
+});
+
+Deno.test("Queue.close() stops puts from this object but keeps what was put", async () => {
+  await using q = new Queue();
+  await q.put(1);
+  await q.close();
+  await assert.rejects(q.put(2), ValueError);
+  assert.equal(await q.get(), 1);
+});
+
+Deno.test("Queue.shutdown() rejects puts, drains gets, then rejects them with ShutDown", async () => {
+  await using q = new Queue(1);
+  await q.put(1);
+  const blockedPut = q.put(2);
+  await q.shutdown();
+  await assert.rejects(blockedPut, ShutDown);
+  await assert.rejects(q.put(3), ShutDown);
+  assert.equal(await q.get(), 1);
+  await assert.rejects(q.get(), ShutDown);
+
+  await using r = new Queue();
+  const blockedGet = r.get();
+  await r.shutdown();
+  await assert.rejects(blockedGet, ShutDown);
+});
+
+Deno.test("Queue.shutdown() with immediate drops what is left", async () => {
+  await using q = new JoinableQueue();
+  await q.put(1);
+  await q.put(2);
+  await q.shutdown({ immediate: true });
+  await assert.rejects(q.get(), ShutDown);
+  await q.join(); // dropped items count as done
+});
+
+Deno.test("Queue async iteration yields items until shut down and drained", async () => {
+  await using q = new Queue<number>();
+  for (let i = 0; i < 5; i++) await q.put(i);
+  await q.shutdown();
+  const got: number[] = [];
+  for await (const x of q) got.push(x);
+  assert.deepEqual(got, [0, 1, 2, 3, 4]);
+});
+
+Deno.test("JoinableQueue.taskDone() rejects with ValueError when called once too often", async () => {
+  await using q = new JoinableQueue();
+  await q.put("a");
+  await q.put("b");
+  await q.get();
+  await q.taskDone();
+  let joined = false;
+  const joining = q.join().then(() => joined = true);
+  await q.get();
+  assert.equal(joined, false);
+  await q.taskDone();
+  await joining;
+  assert.equal(joined, true);
+  await assert.rejects(q.taskDone(), ValueError);
+});
+
+Deno.test("SimpleQueue puts and gets", async () => {
+  await using q = new SimpleQueue<string>();
+  assert.equal(await q.empty(), true);
+  await q.put("x");
+  assert.equal(await q.empty(), false);
+  assert.equal(await q.get(), "x");
+  await q.close();
+});
+
+for (const method of METHODS) {
+  Deno.test(`Queue.get() receives what a "${method}" child put`, async () => {
+    await using q = new Queue();
+    await using p = await started(putOne, [q, SMALL], method);
+    assert.deepEqual(await q.get(), SMALL);
+    await p.join();
+    assert.equal(p.exitCode, 0);
+  });
+
+  Deno.test(`SimpleQueue receives what a "${method}" child put`, async () => {
+    await using q = new SimpleQueue();
+    await using p = await started(putOne, [q, SMALL], method);
+    assert.deepEqual(await q.get(), SMALL);
+    await p.join();
+    assert.equal(p.exitCode, 0);
+  });
+
+  Deno.test(`Queue carries 4 producers × 10,000 items into 2 consumers, "${method}" children`, async () => {
+    await using q = new Queue();
+    await using out = new Queue<unknown[][]>();
+    const consumers = [
+      await started(consume, [q, out], method),
+      await started(consume, [q, out], method),
+    ];
+    const producers = [];
+    for (let i = 0; i < 4; i++) {
+      producers.push(await started(produce, [q, `p${i}`, 10_000], method));
+    }
+    for (const p of producers) await p.join();
+    for (const p of producers) assert.equal(p.exitCode, 0);
+    await q.put(null);
+    await q.put(null);
+    const got = [...await out.get(), ...await out.get()] as [string, number][];
+    for (const c of consumers) await c.join();
+    assert.equal(got.length, 40_000);
+    const seen = new Set(got.map(([tag, i]) => `${tag}:${i}`));
+    assert.equal(seen.size, 40_000, "an item was delivered twice");
+    for (let p = 0; p < 4; p++) for (let i = 0; i < 10_000; i++) assert.ok(seen.has(`p${p}:${i}`));
+  });
+
+  Deno.test(`Queue keeps each producer's order through a "${method}" child`, async () => {
+    await using q = new Queue();
+    await using out = new Queue<unknown[][]>();
+    await using consumer = await started(consume, [q, out], method);
+    await using producer = await started(produce, [q, "only", 5000], method);
+    await producer.join();
+    await q.put(null);
+    const got = await out.get() as [string, number][];
+    assert.deepEqual(got.map(([, i]) => i), Array.from({ length: 5000 }, (_, i) => i));
+    await consumer.join();
+  });
+
+  Deno.test(`Queue is not wedged by a killed "${method}" producer`, async () => {
+    await using q = new Queue();
+    await using started_ = new Queue();
+    await using p = await started(produceForever, [q, started_], method);
+    assert.equal(await started_.get(), "started");
+    p.kill();
+    await p.join();
+    // Drain what the dead producer wrote, then the queue works as before.
+    for (;;) {
+      try {
+        await q.getNowait();
+      } catch (error) {
+        if (error instanceof Empty) break;
+        throw error;
+      }
+    }
+    await using other = await started(putOne, [q, "alive"], method);
+    let item: unknown;
+    do item = await q.get(); while (item !== "alive");
+    await other.join();
+  });
+
+  Deno.test(`Queue gives what a killed "${method}" consumer did not take to the living`, async () => {
+    await using q = new Queue<number>();
+    await using seen = new Queue<number[]>();
+    const n = 2000;
+    const k = 10;
+    for (let i = 0; i < n; i++) await q.put(i);
+    await using doomed = await started(takeSomeThenHang, [q, k, seen], method);
+    const taken = await seen.get();
+    assert.deepEqual(taken, Array.from({ length: k }, (_, i) => i));
+    doomed.kill();
+    await doomed.join();
+    await using out = new Queue<number[]>();
+    await using living = await started(collect, [q, n - k, out], method);
+    const rest = await out.get();
+    await living.join();
+    assert.deepEqual(
+      rest.toSorted((x, y) => x - y),
+      Array.from({ length: n - k }, (_, i) => i + k),
+    );
+    assert.equal(await q.qsize(), 0);
+  });
+
+  Deno.test(`Queue with maxsize holds back a "${method}" producer and loses nothing`, async () => {
+    await using q = new Queue(3);
+    await using p = await started(produce, [q, "bounded", 300], method);
+    for (let i = 0; i < 300; i++) {
+      assert.ok(await q.qsize() <= 3);
+      assert.deepEqual(await q.get(), ["bounded", i]);
+    }
+    await p.join();
+    assert.equal(p.exitCode, 0);
+  });
+
+  Deno.test(`Queue.get() in a "${method}" child rejects with ShutDown after a shutdown here`, async () => {
+    await using q = new Queue();
+    await using out = new Queue();
+    await using p = await started(getAndEcho, [q, out], method);
+    await q.put("one");
+    assert.equal(await out.get(), "one");
+    await q.shutdown();
+    await p.join();
+    assert.equal(p.exitCode, 1); // getAndEcho does not catch ShutDown
+  });
+
+  Deno.test(`JoinableQueue.join() waits for a "${method}" child's taskDone()`, async () => {
+    await using q = new JoinableQueue();
+    await using out = new Queue();
+    await using p = await started(joinableWorker, [q, out], method);
+    for (let i = 0; i < 20; i++) await q.put(i);
+    await q.put(null);
+    await q.join();
+    assert.equal(await out.qsize(), 20);
+    await p.join();
+    assert.equal(p.exitCode, 0);
+  });
+
+  Deno.test(`Queue travels inside a message and comes back from a "${method}" child`, async () => {
+    const [a, b] = Pipe();
+    await using p = await started(makeQueueHere, [b], method);
+    const q = await a.recv() as Queue<string>;
+    assert.ok(q instanceof Queue);
+    assert.equal(await q.get(), "made in the child");
+    await q.put("to the child's queue");
+    assert.equal(await q.get(), "to the child's queue");
+    await q[Symbol.asyncDispose]();
+    await a.send("bye");
+    await p.join();
+    assert.equal(p.exitCode, 0);
+    a.close();
+  });
+}

@@ -1,0 +1,64 @@
+// Functions the pool tests run in pool workers.
+import { currentProcess, ValueError } from "../../mod.ts";
+
+let initialized: unknown = null;
+
+export function double(x: number): number {
+  return x * 2;
+}
+
+export function add(a: number, b: number): number {
+  return a + b;
+}
+
+export async function slowDouble(x: number): Promise<number> {
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  return x * 2;
+}
+
+export function failOn(x: number): number {
+  if (x === 3) throw new RangeError(`bad item ${x}`);
+  return x;
+}
+
+export function failWithValueError(): never {
+  throw new ValueError("the worker refused");
+}
+
+export function dieOn(x: number): number {
+  if (x === 3) Deno.exit(3);
+  return x;
+}
+
+export function killSelf(): never {
+  Deno.kill(Deno.pid, "SIGKILL");
+  throw new Error("unreachable");
+}
+
+export function sleepMs(ms: number): Promise<number> {
+  return new Promise((resolve) => setTimeout(() => resolve(ms), ms));
+}
+
+export function workerName(): string {
+  return currentProcess().name;
+}
+
+export function init(value: unknown): void {
+  initialized = value;
+}
+
+export function initValue(): unknown {
+  return initialized;
+}
+
+export function initFails(): never {
+  throw new Error("initializer failed on purpose");
+}
+
+export function returnsFunction(): () => void {
+  return () => {};
+}
+
+export function pid(): number {
+  return Deno.pid;
+}
