@@ -4,6 +4,7 @@
 // connection closes), then the arguments as they came from the wire, which it
 // checks. Only the names in `methods` can be called.
 import { BrokenBarrierError, Empty, Full, ValueError } from "./errors.ts";
+import { TYPED_ARRAYS } from "./_typecodes.ts";
 
 /** Who is calling, and when to give up waiting for them. */
 export interface CallContext {
@@ -497,20 +498,7 @@ export class SharedJoinableQueue extends SharedQueue {
 
 // --- Values and arrays.
 
-const TYPECODES: Record<string, new (n: number) => ArrayLike<number | bigint>> = {
-  b: Int8Array,
-  B: Uint8Array,
-  h: Int16Array,
-  H: Uint16Array,
-  i: Int32Array,
-  I: Uint32Array,
-  l: BigInt64Array,
-  L: BigUint64Array,
-  q: BigInt64Array,
-  Q: BigUint64Array,
-  f: Float32Array,
-  d: Float64Array,
-};
+const TYPECODES: Record<string, new (n: number) => ArrayLike<number | bigint>> = TYPED_ARRAYS;
 
 type Typed = { [i: number]: number | bigint; length: number };
 

@@ -35,6 +35,7 @@
  * @module
  */
 import { ValueError } from "./errors.ts";
+import { TYPED_ARRAYS } from "./_typecodes.ts";
 import { type HandleKind, markHandleClass, registerHandleKind } from "./_handles.ts";
 import { type Mapping, openNamed, track, unlinkNamed, unmap, untrack } from "./_ffi.ts";
 import {
@@ -90,20 +91,7 @@ export interface TypedArrayOf {
 type AnyView = TypedArrayOf[Typecode];
 type ViewConstructor = new (buffer: ArrayBufferLike, byteOffset: number, length: number) => AnyView;
 
-const VIEWS: Record<Typecode, ViewConstructor> = {
-  b: Int8Array,
-  B: Uint8Array,
-  h: Int16Array,
-  H: Uint16Array,
-  i: Int32Array,
-  I: Uint32Array,
-  l: BigInt64Array,
-  L: BigUint64Array,
-  q: BigInt64Array,
-  Q: BigUint64Array,
-  f: Float32Array,
-  d: Float64Array,
-} as unknown as Record<Typecode, ViewConstructor>;
+const VIEWS = TYPED_ARRAYS as unknown as Record<Typecode, ViewConstructor>;
 
 function validTypecode(typecode: unknown): Typecode {
   if (typeof typecode !== "string" || !Object.hasOwn(VIEWS, typecode)) {

@@ -25,6 +25,7 @@ import {
   useCounter,
   useNested,
 } from "./testdata/manager_targets.ts";
+import { within } from "./testdata/helpers.ts";
 
 const METHODS: StartMethod[] = ["process", "worker"];
 const TESTDATA = new URL("./testdata/", import.meta.url);
@@ -34,24 +35,6 @@ Manager.register("Counter", {
   module: new URL("manager_targets.ts", TESTDATA),
   export: "Counter",
 });
-
-/** Waits for the promise, failing the test when it takes longer than `ms`. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)),
-          ms,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 async function run(
   target: (...args: never[]) => unknown,

@@ -9,7 +9,6 @@ import {
   EOFError,
   listen,
   Pipe,
-  Process,
   Queue,
   type StartMethod,
   TimeoutError,
@@ -26,19 +25,10 @@ import {
   sendHuge,
   sendSequence,
 } from "./testdata/queue_targets.ts";
+import { started } from "./testdata/helpers.ts";
 
 const METHODS: StartMethod[] = ["process", "worker"];
 const SMALL = [42, null, "hello"];
-
-async function started(
-  target: (...args: never[]) => unknown,
-  args: unknown[],
-  startMethod: StartMethod,
-) {
-  const p = new Process({ target: target as (...args: unknown[]) => unknown, args, startMethod });
-  await p.start();
-  return p;
-}
 
 Deno.test("Pipe() carries messages both ways in one program, boundaries kept", async () => {
   const [a, b] = Pipe();

@@ -27,6 +27,7 @@ import {
 } from "./testdata/targets.ts";
 import { makeHidden } from "./testdata/not_exported.ts";
 import { Token } from "./testdata/token.ts";
+import { within } from "./testdata/helpers.ts";
 
 const METHODS: StartMethod[] = ["process", "worker"];
 const TESTDATA = new URL("./testdata/", import.meta.url);
@@ -42,24 +43,6 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
 
 function readResult(path: string): unknown {
   return JSON.parse(Deno.readTextFileSync(path));
-}
-
-/** Waits for the promise, failing the test when it takes longer than `ms`. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)),
-          ms,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Whether an OS process is gone (or a zombie nobody will run again). */

@@ -5,7 +5,6 @@ import {
   Full,
   JoinableQueue,
   Pipe,
-  Process,
   Queue,
   ShutDown,
   SimpleQueue,
@@ -23,19 +22,10 @@ import {
   putOne,
   takeSomeThenHang,
 } from "./testdata/queue_targets.ts";
+import { started } from "./testdata/helpers.ts";
 
 const METHODS: StartMethod[] = ["process", "worker"];
 const SMALL = [42, null, "hello"];
-
-async function started(
-  target: (...args: never[]) => unknown,
-  args: unknown[],
-  startMethod: StartMethod,
-) {
-  const p = new Process({ target: target as (...args: unknown[]) => unknown, args, startMethod });
-  await p.start();
-  return p;
-}
 
 Deno.test("Queue.get() returns items in the order they were put", async () => {
   await using q = new Queue<unknown>();

@@ -22,27 +22,10 @@ import {
   writeKinds,
   writeNamed,
 } from "./testdata/shared_targets.ts";
+import { within } from "./testdata/helpers.ts";
 
 const METHODS: StartMethod[] = ["process", "worker"];
 const SHM_DIR = "/dev/shm";
-
-/** Waits for the promise, failing the test when it takes longer than `ms`. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)),
-          ms,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 async function run(method: StartMethod, target: (...args: never[]) => unknown, args: unknown[]) {
   const p = new Process({

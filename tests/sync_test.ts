@@ -30,26 +30,9 @@ import {
   setActionCounter,
   waitThenSet,
 } from "./testdata/shared_targets.ts";
+import { within } from "./testdata/helpers.ts";
 
 const METHODS: StartMethod[] = ["process", "worker"];
-
-/** Waits for the promise, failing the test when it takes longer than `ms`. */
-async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)),
-          ms,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function start(
   method: StartMethod,
