@@ -10,6 +10,7 @@ import {
   INITIALIZER_FAILED,
   poolWorker as poolWorkerTarget,
   type ResultMessage,
+  type Task as TaskTuple,
   type TaskMessage,
 } from "./_pool_worker.ts";
 import { exits, type StartMethod } from "./_state.ts";
@@ -20,8 +21,9 @@ const WORKER_MODULE = new URL("./_pool_worker.ts", import.meta.url);
 // Workers that die before finishing any task this many times in a row mean
 // the pool cannot work (an initializer that throws): fail instead of looping.
 const MAX_START_FAILURES = 3;
-// Tasks sent ahead to one worker: enough to hide the round trip.
-const AHEAD = 8;
+// Tasks sent ahead to one worker: enough to hide the round trip, and to send
+// small tasks many to a message.
+const AHEAD = 32;
 
 /** A caller's call (one `map`, one `apply`), made of one or more tasks. */
 export interface Job {
@@ -49,6 +51,8 @@ interface WorkerRecord {
   conn: Connection<TaskMessage, ResultMessage>;
   /** Sent and not yet answered, in the order the worker runs them. */
   tasks: Task[];
+  /** Tasks dispatched in this pump, sent together at its end. */
+  outbox: TaskTuple[];
   /** Reading results; settles at EOF once the worker is gone. */
   listening: Promise<void> | undefined;
   sent: number;
@@ -89,9 +93,11 @@ export class PoolEngine {
   #broken: unknown = undefined;
   #state: "run" | "close" | "terminate" = "run";
   #allExited: { promise: Promise<void>; resolve: () => void } | undefined;
+  #pumpScheduled = false;
   // Daemon workers and waiting pipes hold nothing open: while work is
   // outstanding, this timer keeps the event loop (and so the caller) alive.
   #keepAlive: ReturnType<typeof setInterval> | undefined;
+  #held = false;
 
   constructor(options: EngineOptions) {
     this.#options = options;
@@ -105,7 +111,18 @@ export class PoolEngine {
   submit(job: Job, fn: TargetRef, star: boolean, payload: Uint8Array, index: number): void {
     if (this.#broken !== undefined) return job.fail(this.#broken);
     this.#queue.push({ id: this.#nextId++, job, index, fn, star, payload });
-    this.#pump();
+    this.#schedulePump();
+    this.#holdLoop();
+  }
+
+  /** Dispatches at the end of the turn: tasks queued together travel together. */
+  #schedulePump(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    queueMicrotask(() => {
+      this.#pumpScheduled = false;
+      this.#pump();
+    });
   }
 
   /** Drops a job's queued tasks and terminates the workers running its others. */
@@ -171,6 +188,7 @@ export class PoolEngine {
       process,
       conn: mine,
       tasks: [],
+      outbox: [],
       listening: undefined,
       sent: 0,
       finished: 0,
@@ -255,7 +273,12 @@ export class PoolEngine {
   }
 
   #checkExited(): void {
-    if (this.#workers.size === 0 && this.#state !== "run") this.#allExited?.resolve();
+    if (this.#workers.size === 0 && this.#state !== "run") {
+      clearInterval(this.#keepAlive);
+      this.#keepAlive = undefined;
+      this.#held = false;
+      this.#allExited?.resolve();
+    }
   }
 
   #pump(): void {
@@ -270,6 +293,14 @@ export class PoolEngine {
       const task = this.#queue.shift()!;
       if (!task.job.settled) this.#dispatch(best, task);
     }
+    for (const worker of this.#workers) {
+      if (worker.outbox.length === 0) continue;
+      worker.conn.send(worker.outbox).catch(() => {
+        // The pipe is gone, and so is the worker: #exited says so.
+      });
+      worker.outbox = [];
+      worker.listening ??= this.#listen(worker);
+    }
     this.#holdLoop();
     for (const worker of this.#workers) {
       // A worker that ran its share, or has nothing left to do in a closed pool, ends.
@@ -281,12 +312,12 @@ export class PoolEngine {
   #holdLoop(): void {
     let busy = this.#queue.length > 0;
     for (const worker of this.#workers) busy ||= worker.tasks.length > 0;
-    if (busy && this.#keepAlive === undefined) {
-      this.#keepAlive = setInterval(() => {}, 1 << 30);
-    } else if (!busy && this.#keepAlive !== undefined) {
-      clearInterval(this.#keepAlive);
-      this.#keepAlive = undefined;
-    }
+    if (busy === this.#held) return;
+    this.#held = busy;
+    if (!busy && this.#keepAlive === undefined) return;
+    this.#keepAlive ??= setInterval(() => {}, 1 << 30);
+    if (busy) Deno.refTimer(this.#keepAlive as unknown as number);
+    else Deno.unrefTimer(this.#keepAlive as unknown as number);
   }
 
   #retire(worker: WorkerRecord): void {
@@ -302,10 +333,7 @@ export class PoolEngine {
     if (fnId === undefined) this.#functionIds.set(key, fnId = this.#functionIds.size);
     const ref = worker.known.has(fnId) ? null : task.fn;
     worker.known.add(fnId);
-    worker.conn.send([task.id, fnId, ref, task.star, task.payload]).catch(() => {
-      // The pipe is gone, and so is the worker: #exited says so.
-    });
-    worker.listening ??= this.#listen(worker);
+    worker.outbox.push([task.id, fnId, ref, task.star, task.payload]);
   }
 
   /** Reads results while the worker has tasks: an idle pool holds nothing open. */
@@ -331,15 +359,16 @@ export class PoolEngine {
         ),
       );
     }
-    const task = worker.tasks[0];
-    if (task === undefined || task.id !== id) return;
-    worker.tasks.shift();
+    // In order, but for a reply that could not be cloned and was replaced.
+    const at = worker.tasks.findIndex((task) => task.id === id);
+    if (at === -1) return;
+    const [task] = worker.tasks.splice(at, 1) as [Task];
     worker.finished++;
     this.#startFailures = 0;
     if (!task.job.settled && !task.cancelled) {
       if (ok) task.job.done(task.index, value as unknown[]);
       else this.#fail(task.job, fromRemote(value));
     }
-    this.#pump();
+    this.#schedulePump();
   }
 }

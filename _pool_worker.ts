@@ -10,13 +10,16 @@ import type { TargetRef } from "./_target.ts";
  * `fn(item)`, or `fn(...item)` when `star` is set (starmap, apply). The first
  * task with a function names its module (`ref`); later ones send null.
  */
-export type TaskMessage = [
+export type Task = [
   id: number,
   fn: number,
   ref: TargetRef | null,
   star: boolean,
   calls: Uint8Array,
 ];
+
+/** Tasks sent together, run in order. */
+export type TaskMessage = Task[];
 
 /** The outcome of a chunk: its results in order, or the error that stopped it. */
 export type ResultMessage = [id: number, ok: true, results: unknown[]] | [
@@ -59,29 +62,29 @@ export async function poolWorker(
     }
   }
   const functions = new Map<number, Promise<(...args: unknown[]) => unknown>>();
-  for await (const [id, fnId, ref, star, payload] of conn) {
-    let reply: ResultMessage;
-    if (ref !== null) functions.set(fnId, load(ref));
-    try {
-      const calls = decode(payload) as unknown[];
-      const fn = await functions.get(fnId)!;
-      const results = new Array(calls.length);
-      for (let i = 0; i < calls.length; i++) {
-        let result = star ? fn(...calls[i] as unknown[]) : fn(calls[i]);
-        // Await only what needs it: a microtask per item is a cost in a big map.
-        if (result instanceof Promise) result = await result;
-        results[i] = result;
+  for await (const batch of conn) {
+    const sent: Promise<void>[] = [];
+    for (const [id, fnId, ref, star, payload] of batch) {
+      let reply: ResultMessage;
+      if (ref !== null) functions.set(fnId, load(ref));
+      try {
+        const calls = decode(payload) as unknown[];
+        const fn = await functions.get(fnId)!;
+        const results = new Array(calls.length);
+        for (let i = 0; i < calls.length; i++) {
+          let result = star ? fn(...calls[i] as unknown[]) : fn(calls[i]);
+          // Await only what needs it: a microtask per item is a cost in a big map.
+          if (result instanceof Promise) result = await result;
+          results[i] = result;
+        }
+        reply = [id, true, results];
+      } catch (error) {
+        reply = [id, false, error];
       }
-      reply = [id, true, results];
-    } catch (error) {
-      reply = [id, false, error];
+      // Not awaited: replies made in one turn go out in one write.
+      sent.push(conn.send(reply).catch((error) => conn.send([id, false, error])));
     }
-    try {
-      await conn.send(reply);
-    } catch (error) {
-      // A result that cannot be cloned: report that instead.
-      await conn.send([id, false, error]);
-    }
+    await Promise.all(sent);
   }
   conn.close();
 }
