@@ -20,6 +20,20 @@ async function ours(startMethod: "process" | "worker", n: number): Promise<numbe
   return (performance.now() - t0) / n;
 }
 
+/** The floor under a "worker" child: a bare Worker created, answering, ended. */
+async function bareWorker(n: number): Promise<number> {
+  const url = `data:application/javascript,${encodeURIComponent("postMessage(1)")}`;
+  const once = async () => {
+    const worker = new Worker(url, { type: "module" });
+    await new Promise((resolve) => worker.onmessage = resolve);
+    worker.terminate();
+  };
+  await once();
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await once();
+  return (performance.now() - t0) / n;
+}
+
 async function python(): Promise<Record<string, number>> {
   const out = await new Deno.Command("python3", { args: [ANCHOR, "P3"], stdout: "piped" }).output();
   const metrics: Record<string, number> = {};
@@ -46,6 +60,9 @@ for (let round = 0; round < ROUNDS; round++) {
   add("ratio process/spawn", proc / py.spawn!);
   add("ratio worker/spawn", worker / py.spawn!);
   add("ratio process/forkserver", proc / py.forkserver!);
+  const floor = await bareWorker(50);
+  add("bare Worker ms", floor);
+  add("ratio bare Worker/spawn", floor / py.spawn!);
 }
 for (const [key, values] of Object.entries(rows)) {
   console.log(
