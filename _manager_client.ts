@@ -6,6 +6,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { decode, encode } from "./_codec.ts";
 import { type EncodeContext, registerHandleKind } from "./_handles.ts";
+import { atExit } from "./_state.ts";
 import { FrameReader } from "./_wire.ts";
 import { AuthenticationError, ProcessError, ValueError } from "./errors.ts";
 
@@ -520,8 +521,18 @@ export class Channel {
   }
 }
 
+// A child exits right after its target returns: what it sent last (a
+// dispose()'s decref, say) must be written first.
+let drainsAtExit = false;
+
 /** The open channel to a manager, made on first use. */
 export function channelFor(endpoint: Endpoint): Channel {
+  if (!drainsAtExit) {
+    drainsAtExit = true;
+    atExit.add(async () => {
+      await Promise.all([...channels.values()].map((channel) => channel.drained()));
+    });
+  }
   const key = keyOf(endpoint);
   if (finished.has(key)) {
     throw new ValueError(

@@ -17,6 +17,7 @@ import { encode } from "../_codec.ts";
 import {
   appendRecords,
   type Counter,
+  disposeLast,
   echoQueue,
   getForever,
   holdLockForever,
@@ -356,6 +357,23 @@ for (const method of METHODS) {
     copy.dispose();
     // decref is sent without an answer: the next answered call comes after it.
     assert.equal((await stats(manager)).objects, before + 1);
+  });
+
+  Deno.test(`Manager gets a child's last dispose() before the child exits (${method} server)`, async () => {
+    await using manager = await Manager.start({ startMethod: method });
+    const before = (await stats(manager)).objects;
+    const list = await manager.list([1]);
+    await using child = new Process({ target: disposeLast, args: [list] });
+    await child.start();
+    await child.join();
+    assert.equal(child.exitCode, 0);
+    list.dispose();
+    // The child's incref and decref come on its own connection: wait for them.
+    const deadline = Date.now() + 5_000;
+    while ((await stats(manager)).objects !== before) {
+      if (Date.now() > deadline) assert.fail("the child's decref never reached the manager");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
   });
 
   Deno.test(`Manager proxy calls reject with a clear error for a missing method (${method} server)`, async () => {

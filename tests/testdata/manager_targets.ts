@@ -82,3 +82,8 @@ export class Counter {
 export async function useCounter(counter: { increment(by?: number): Promise<number> }) {
   await counter.increment(10);
 }
+
+/** Gives up its proxy as the last thing it does before the child exits. */
+export function disposeLast(list: ListProxy<number>): void {
+  list.dispose();
+}
