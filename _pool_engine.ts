@@ -283,16 +283,19 @@ export class PoolEngine {
 
   #pump(): void {
     const max = this.#options.maxTasksPerChild ?? Infinity;
-    while (this.#queue.length > 0) {
+    // Taken with one splice at the end: a shift() per task is O(n) on a long queue.
+    let taken = 0;
+    while (taken < this.#queue.length) {
       let best: WorkerRecord | undefined;
       for (const worker of this.#workers) {
         if (worker.retiring || worker.sent >= max || worker.tasks.length >= AHEAD) continue;
         if (best === undefined || worker.tasks.length < best.tasks.length) best = worker;
       }
       if (best === undefined) break;
-      const task = this.#queue.shift()!;
+      const task = this.#queue[taken++]!;
       if (!task.job.settled) this.#dispatch(best, task);
     }
+    this.#queue.splice(0, taken);
     for (const worker of this.#workers) {
       if (worker.outbox.length === 0) continue;
       worker.conn.send(worker.outbox).catch(() => {
