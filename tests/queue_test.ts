@@ -5,6 +5,7 @@ import {
   Full,
   JoinableQueue,
   Pipe,
+  Process,
   Queue,
   ShutDown,
   SimpleQueue,
@@ -291,3 +292,12 @@ for (const method of METHODS) {
     a.close();
   });
 }
+
+Deno.test("a Queue reaches a child given no permissions of its own", async () => {
+  await using q = new Queue<string>();
+  await using p = new Process({ target: putOne, args: [q, "hello"], permissions: {} });
+  await p.start();
+  assert.equal(await q.get({ timeout: 10_000 }), "hello");
+  await p.join();
+  assert.equal(p.exitCode, 0);
+});
