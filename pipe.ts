@@ -19,7 +19,6 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { decode, encode } from "./_codec.ts";
 import {
-  type DecodeContext,
   type EncodeContext,
   type HandleKind,
   markHandleClass,
@@ -76,6 +75,20 @@ type Slot =
   | { t: "pending"; buffer: Message[]; eof: boolean }
   | { t: "closed" };
 
+/** Makes a Listener: module-private (set by its static block). */
+let makeListener: (address: Address, key: Uint8Array | undefined) => Listener;
+
+/** Module-private access to a Connection's internals (set by its static block). */
+let ends: {
+  local(hub: PipeHub, slot: number, readable: boolean, writable: boolean): Connection;
+  overLink(link: Link | Promise<Link>, readable: boolean, writable: boolean): Connection;
+  revive(descriptor: EndDescriptor): Connection;
+  push(end: Connection, message: Message): Promise<void> | undefined;
+  eof(end: Connection): void;
+  setFeeder(end: Connection, link: Link): void;
+  describe(end: Connection, context: EncodeContext): EndDescriptor;
+};
+
 /** The meeting point of a pipe's two ends, in the process that made it. */
 class PipeHub {
   readonly id: string = newId("p");
@@ -92,7 +105,7 @@ class PipeHub {
     const to = this.slots[1 - from]!;
     switch (to.t) {
       case "local":
-        return to.end._push(message);
+        return ends.push(to.end, message);
       case "remote":
         to.link.sendParts([OP[message.kind]!, message.data]).catch(() => {});
         return to.link.pace();
@@ -109,7 +122,7 @@ class PipeHub {
     if (slot.t === "remote") slot.link.close();
     this.slots[i] = { t: "closed" };
     const other = this.slots[1 - i]!;
-    if (other.t === "local") other.end._eof();
+    if (other.t === "local") ends.eof(other.end);
     else if (other.t === "remote") other.link.closeAfterFlush();
     else if (other.t === "pending") other.eof = true;
     if (this.slots[0].t === "closed" && this.slots[1].t === "closed" && this.#path !== undefined) {
@@ -148,7 +161,7 @@ class PipeHub {
       return;
     }
     const other = this.slots[1 - i]!;
-    if (other.t === "local") other.end._setFeeder(link);
+    if (other.t === "local") ends.setFeeder(other.end, link);
     link.start((frame) => {
       const wait = this.deliver(i, { kind: frame[0]!, data: frame.subarray(1) });
       if (wait !== undefined) {
@@ -171,8 +184,8 @@ interface EndDescriptor {
 
 const connectionKind: HandleKind<Connection<unknown, unknown>, EndDescriptor> = registerHandleKind({
   name: "connection",
-  describe: (end, context) => end._describe(context),
-  revive: (descriptor, context) => Connection._revive(descriptor, context),
+  describe: (end, context) => ends.describe(end, context),
+  revive: (descriptor) => ends.revive(descriptor),
 });
 
 /**
@@ -199,6 +212,18 @@ const connectionKind: HandleKind<Connection<unknown, unknown>, EndDescriptor> = 
  * ```
  */
 export class Connection<S = unknown, R = unknown> implements Disposable {
+  // What the rest of this module may do with an end, kept off the public API.
+  static {
+    ends = {
+      local: (hub, slot, readable, writable) => Connection.#local(hub, slot, readable, writable),
+      overLink: (link, readable, writable) => Connection.#overLink(link, readable, writable),
+      revive: (descriptor) => Connection.#revive(descriptor),
+      push: (end, message) => end.#push(message),
+      eof: (end) => end.#endOfStream(),
+      setFeeder: (end, link) => end.#setFeeder(link),
+      describe: (end, context) => end.#describe(context),
+    };
+  }
   #readable: boolean;
   #writable: boolean;
   #state: "open" | "closed" | "moved" = "open";
@@ -217,8 +242,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
   // The link whose frames fill this end's inbox: held (ref'd) while someone waits.
   #feeder: Link | undefined;
 
-  /** @ignore */
-  _setFeeder(link: Link): void {
+  #setFeeder(link: Link): void {
     this.#feeder = link;
     if (this.#waiters.size > 0) link.hold();
   }
@@ -244,8 +268,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     return this.#writable;
   }
 
-  /** @ignore */
-  static _local<S, R>(
+  static #local<S, R>(
     hub: PipeHub,
     slot: number,
     readable: boolean,
@@ -258,8 +281,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     return end;
   }
 
-  /** @ignore */
-  static _overLink<S, R>(
+  static #overLink<S, R>(
     link: Link | Promise<Link>,
     readable: boolean,
     writable: boolean,
@@ -277,10 +299,9 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     return end;
   }
 
-  /** @ignore */
-  static _revive(descriptor: EndDescriptor, _context: DecodeContext): Connection<unknown, unknown> {
+  static #revive(descriptor: EndDescriptor): Connection<unknown, unknown> {
     const { path, id, slot, readable, writable } = descriptor;
-    return Connection._overLink(connectTo(path, [id, slot]), readable, writable);
+    return Connection.#overLink(connectTo(path, [id, slot]), readable, writable);
   }
 
   #useLink(link: Link): void {
@@ -289,16 +310,16 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
   }
 
   #feed(link: Link): void {
-    this._setFeeder(link);
+    this.#setFeeder(link);
     link.start((frame) => {
-      const wait = this._push({ kind: frame[0]!, data: frame.subarray(1) });
+      const wait = this.#push({ kind: frame[0]!, data: frame.subarray(1) });
       if (wait !== undefined) {
         link.pause();
         wait.then(() => link.resume());
       }
     }, (error) => {
       if (error !== undefined) this.#fail(error);
-      else this._eof();
+      else this.#endOfStream();
     });
   }
 
@@ -307,11 +328,10 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
       `Connection failed: ${error instanceof Error ? error.message : String(error)}`,
       { cause: error },
     );
-    this._eof();
+    this.#endOfStream();
   }
 
-  /** @ignore */
-  _push(message: Message): Promise<void> | undefined {
+  #push(message: Message): Promise<void> | undefined {
     if (this.#state !== "open") return undefined;
     this.#inbox.push(message);
     this.#inboxBytes += message.data.length;
@@ -325,8 +345,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     return this.#space.promise;
   }
 
-  /** @ignore */
-  _eof(): void {
+  #endOfStream(): void {
     this.#eof = true;
     this.#wake();
   }
@@ -745,8 +764,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     }
   }
 
-  /** @ignore */
-  _describe(context: EncodeContext): EndDescriptor {
+  #describe(context: EncodeContext): EndDescriptor {
     this.#check("hand over the connection");
     let hub = this.#hub;
     let slot = this.#slot;
@@ -834,8 +852,8 @@ export function Pipe<A = unknown, B = unknown>(
 ): [Connection<A, B>, Connection<B, A>] {
   const hub = new PipeHub();
   return [
-    Connection._local<A, B>(hub, 0, true, duplex),
-    Connection._local<B, A>(hub, 1, duplex, true),
+    ends.local(hub, 0, true, duplex) as Connection<A, B>,
+    ends.local(hub, 1, duplex, true) as Connection<B, A>,
   ];
 }
 
@@ -933,6 +951,10 @@ async function clientHandshake(link: Link, key: Uint8Array | undefined): Promise
  * ```
  */
 export class Listener implements AsyncDisposable {
+  static {
+    makeListener = (address, key) => Listener.#make(address, key);
+  }
+
   #listener: Deno.Listener;
   #key: Uint8Array | undefined;
   #address: Address;
@@ -945,8 +967,7 @@ export class Listener implements AsyncDisposable {
     this.#key = key;
   }
 
-  /** @ignore */
-  static _make(address: Address, key: Uint8Array | undefined): Listener {
+  static #make(address: Address, key: Uint8Array | undefined): Listener {
     if (typeof address === "string") {
       const listener = Deno.listen({ transport: "unix", path: address });
       return new Listener(listener, address, key);
@@ -998,7 +1019,7 @@ export class Listener implements AsyncDisposable {
       } finally {
         link.letGo();
       }
-      return Connection._overLink(link, true, true);
+      return ends.overLink(link, true, true);
     } finally {
       clearTimeout(timer);
     }
@@ -1068,7 +1089,7 @@ export class Listener implements AsyncDisposable {
  * ```
  */
 export function listen(address: Address, options?: ConnectOptions): Listener {
-  return Listener._make(address, keyBytes(options?.authkey));
+  return makeListener(address, keyBytes(options?.authkey));
 }
 
 /**
@@ -1108,7 +1129,7 @@ export async function connect(address: Address, options?: ConnectOptions): Promi
   } finally {
     link.letGo();
   }
-  return Connection._overLink(link, true, true);
+  return ends.overLink(link, true, true);
 }
 
 // Instances cross to other processes and workers as handles.

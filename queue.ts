@@ -16,7 +16,6 @@
  */
 import { decode, encode } from "./_codec.ts";
 import {
-  type DecodeContext,
   type EncodeContext,
   type HandleKind,
   markHandleClass,
@@ -919,11 +918,23 @@ interface QueueDescriptor {
   type: "Queue" | "JoinableQueue" | "SimpleQueue";
 }
 
+/** Module-private access to queue internals, filled by the classes' static blocks. */
+const queues = {} as {
+  describe(queue: Queue<unknown>, context: EncodeContext): QueueDescriptor;
+  revive(descriptor: QueueDescriptor): Queue<unknown> | SimpleQueue<unknown>;
+  impl(queue: Queue<unknown>): Impl;
+  wrap(queue: Queue<unknown>): SimpleQueue<unknown>;
+  describeSimple(queue: SimpleQueue<unknown>, context: EncodeContext): QueueDescriptor;
+};
+
 const queueKind: HandleKind<Queue<unknown> | SimpleQueue<unknown>, QueueDescriptor> =
   registerHandleKind({
     name: "queue",
-    describe: (queue, context) => queue._describe(context),
-    revive: (descriptor, context) => Queue._revive(descriptor, context),
+    describe: (queue, context) =>
+      queue instanceof SimpleQueue
+        ? queues.describeSimple(queue, context)
+        : queues.describe(queue, context),
+    revive: (descriptor) => queues.revive(descriptor),
   });
 
 let reviving: Impl | undefined;
@@ -967,6 +978,13 @@ function implFor(descriptor: QueueDescriptor): Impl {
  * ```
  */
 export class Queue<T = unknown> implements AsyncDisposable {
+  // What the rest of this module may do with a queue, kept off the public API.
+  static {
+    queues.describe = (queue, context) => queue.#describe(context);
+    queues.revive = (descriptor) => Queue.#revive(descriptor);
+    queues.impl = (queue) => queue.#impl;
+  }
+
   #impl: Impl;
   #closed = false;
   #disposed = false;
@@ -996,22 +1014,17 @@ export class Queue<T = unknown> implements AsyncDisposable {
     return this.#impl.maxsize;
   }
 
-  /** @ignore */
-  _describe(context: EncodeContext): QueueDescriptor {
+  #describe(context: EncodeContext): QueueDescriptor {
     const path = this.#impl.describe(context);
     const type = this instanceof JoinableQueue ? "JoinableQueue" : "Queue";
     return { path, id: this.#impl.id, maxsize: this.#impl.maxsize, type };
   }
 
-  /** @ignore */
-  static _revive(
-    descriptor: QueueDescriptor,
-    _context: DecodeContext,
-  ): Queue<unknown> | SimpleQueue<unknown> {
+  static #revive(descriptor: QueueDescriptor): Queue<unknown> | SimpleQueue<unknown> {
     reviving = implFor(descriptor);
     try {
       if (descriptor.type === "JoinableQueue") return new JoinableQueue();
-      if (descriptor.type === "SimpleQueue") return SimpleQueue._wrap(new Queue());
+      if (descriptor.type === "SimpleQueue") return queues.wrap(new Queue());
       return new Queue();
     } finally {
       reviving = undefined;
@@ -1283,11 +1296,6 @@ export class Queue<T = unknown> implements AsyncDisposable {
     this.#impl.dispose();
     return Promise.resolve();
   }
-
-  /** @ignore */
-  _impl(): Impl {
-    return this.#impl;
-  }
 }
 
 /**
@@ -1337,7 +1345,7 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
    * ```
    */
   async taskDone(): Promise<void> {
-    await this._impl().call("taskDone");
+    await queues.impl(this).call("taskDone");
   }
 
   /**
@@ -1352,7 +1360,7 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
    * ```
    */
   async join(): Promise<void> {
-    await this._impl().call("join");
+    await queues.impl(this).call("join");
   }
 }
 
@@ -1382,15 +1390,15 @@ export class SimpleQueue<T = unknown> implements AsyncDisposable {
     wrapping = undefined;
   }
 
-  /** @ignore */
-  static _wrap<T>(queue: Queue<T>): SimpleQueue<T> {
-    wrapping = queue;
-    return new SimpleQueue<T>();
-  }
-
-  /** @ignore */
-  _describe(context: EncodeContext): QueueDescriptor {
-    return { ...this.#queue._describe(context), type: "SimpleQueue" };
+  static {
+    queues.wrap = (queue) => {
+      wrapping = queue;
+      return new SimpleQueue();
+    };
+    queues.describeSimple = (simple, context) => ({
+      ...queues.describe(simple.#queue, context),
+      type: "SimpleQueue",
+    });
   }
 
   /**
