@@ -42,8 +42,6 @@ interface Task {
   fn: TargetRef;
   star: boolean;
   payload: Uint8Array;
-  worker?: WorkerRecord | undefined;
-  cancelled?: boolean;
 }
 
 interface WorkerRecord {
@@ -125,12 +123,15 @@ export class PoolEngine {
     });
   }
 
-  /** Drops a job's queued tasks and terminates the workers running its others. */
-  cancel(job: Job): void {
-    this.#queue = this.#queue.filter((task) => task.job !== job);
+  /**
+   * Fails a job with `reason`, drops its queued tasks and terminates the
+   * workers running its others.
+   */
+  cancel(job: Job, reason: unknown): void {
+    if (job.settled) return;
+    this.#fail(job, reason);
     for (const worker of this.#workers) {
-      for (const task of worker.tasks) if (task.job === job) task.cancelled = true;
-      // Only a running task needs its worker stopped; the others are skipped.
+      // Only a running task needs its worker stopped; a settled job's others are skipped.
       if (worker.tasks[0]?.job === job) this.#stop(worker);
     }
     this.#holdLoop();
@@ -244,7 +245,7 @@ export class PoolEngine {
     worker.conn.close();
     const [running, ...waiting] = worker.tasks;
     worker.tasks = [];
-    if (running !== undefined && !running.cancelled) {
+    if (running !== undefined) {
       this.#fail(
         running.job,
         new WorkerLostError(
@@ -253,7 +254,7 @@ export class PoolEngine {
       );
     }
     // The worker runs its tasks in order: the others had not started.
-    this.#queue.unshift(...waiting.filter((task) => !task.cancelled && !task.job.settled));
+    this.#queue.unshift(...waiting.filter((task) => !task.job.settled));
     worker.process.close();
     const clean = worker.retiring && code === 0;
     if (!clean && worker.finished === 0 && running === undefined) {
@@ -368,7 +369,7 @@ export class PoolEngine {
     const [task] = worker.tasks.splice(at, 1) as [Task];
     worker.finished++;
     this.#startFailures = 0;
-    if (!task.job.settled && !task.cancelled) {
+    if (!task.job.settled) {
       if (ok) task.job.done(task.index, value as unknown[]);
       else this.#fail(task.job, fromRemote(value));
     }

@@ -139,8 +139,9 @@ export class AsyncResult<R> implements PromiseLike<R> {
    */
   constructor(promise: Promise<R>) {
     this.#promise = promise;
+    // Handling the rejection here also keeps it from being reported as unhandled:
+    // the error is for get().
     promise.then(() => this.#state = "ok", () => this.#state = "error");
-    promise.catch(() => {}); // The error is for get(), not an unhandled rejection.
   }
 
   /**
@@ -350,11 +351,7 @@ export class Pool implements AsyncDisposable {
           reject(error);
         },
       };
-      const cancel = (reason: unknown) => {
-        if (job.settled) return;
-        this.#engine.cancel(job);
-        job.fail(reason);
-      };
+      const cancel = (reason: unknown) => this.#engine.cancel(job, reason);
       const onAbort = () => cancel(signal!.reason);
       signal?.addEventListener("abort", onAbort, { once: true });
       if (timeout !== undefined) {
@@ -473,16 +470,7 @@ export class Pool implements AsyncDisposable {
     options?: AsyncCallOptions<Awaited<R>[]>,
   ): AsyncResult<Awaited<R>[]> {
     this.#checkRunning();
-    const ref = this.#ref(fn);
-    const calls = Array.from(items);
-    const promise = this.#run(
-      ref,
-      false,
-      calls,
-      this.#chunksize(options, calls.length),
-      options ?? {},
-    );
-    return this.#background(promise as Promise<Awaited<R>[]>, options);
+    return this.#mapAll(this.#ref(fn), false, Array.from(items), options);
   }
 
   /**
@@ -530,14 +518,19 @@ export class Pool implements AsyncDisposable {
       }
       return args as unknown[];
     });
-    const promise = this.#run(
-      ref,
-      true,
-      calls,
-      this.#chunksize(options, calls.length),
-      options ?? {},
-    );
-    return this.#background(promise as Promise<Awaited<R>[]>, options);
+    return this.#mapAll(ref, true, calls, options);
+  }
+
+  /** map and starmap: every call, in chunks, in the background. */
+  #mapAll<R>(
+    ref: TargetRef,
+    star: boolean,
+    calls: unknown[],
+    options: AsyncCallOptions<R> | undefined,
+  ): AsyncResult<R> {
+    const chunksize = this.#chunksize(options, calls.length);
+    const promise = this.#run(ref, star, calls, chunksize, options ?? {});
+    return this.#background(promise as Promise<R>, options);
   }
 
   /**
