@@ -104,12 +104,28 @@ export class FrameReader {
   }
 
   /**
+   * Reads what `readNow` has ready into the buffer, without waiting.
+   *
+   * @returns How many bytes were read.
+   */
+  fillNow(readNow: (p: Uint8Array) => number): number {
+    this.#makeRoom();
+    const n = readNow(this.#buf.subarray(this.#end));
+    this.#end += n;
+    return n;
+  }
+
+  /**
    * Gives the buffer to the views handed out so far: later reads go to a fresh
-   * buffer, so those views stay valid without a copy each.
+   * buffer, so those views stay valid without a copy each. The fresh buffer is
+   * sized to what was read into the old one, so a small exchange does not
+   * allocate 64 KiB each time.
    */
   release(): void {
     const rest = this.#buf.subarray(this.#start, this.#end);
-    const fresh = new Uint8Array(Math.max(1 << 16, rest.length));
+    const used = Math.max(this.#start, 1 << 12);
+    const size = Math.min(1 << 16, 2 ** Math.ceil(Math.log2(used)) * 2);
+    const fresh = new Uint8Array(Math.max(size, rest.length));
     fresh.set(rest);
     this.#buf = fresh;
     this.#start = 0;

@@ -24,7 +24,7 @@ import {
   markHandleClass,
   registerHandleKind,
 } from "./_handles.ts";
-import { connectTo, exportRoute, Link, newId, unexportRoute } from "./_socket.ts";
+import { connectTo, exportRoute, grantSocket, Link, newId, unexportRoute } from "./_socket.ts";
 import { waitFor } from "./_wait.ts";
 import {
   AuthenticationError,
@@ -510,6 +510,10 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     } catch (error) {
       return Promise.reject(error);
     }
+    // A reply that is about to arrive is taken without a wake-up.
+    if (this.#head >= this.#inbox.length && !this.#eof) {
+      this.#feeder?.spin(() => this.#head < this.#inbox.length || this.#eof);
+    }
     return waitFor<Message>(
       options,
       what,
@@ -774,11 +778,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
       slot = 1;
     }
     const path = hub.path;
-    if (context.grants !== undefined) {
-      context.grants.read.add(path);
-      context.grants.write.add(path);
-      context.grants.net.add(`unix:${path}`);
-    }
+    if (context.grants !== undefined) grantSocket(context.grants, path);
     const target = hub;
     const targetSlot = slot;
     const commit = () => this.#moveTo(target, targetSlot);

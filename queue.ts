@@ -26,6 +26,7 @@ import {
   connectTo,
   exitHooks,
   exportRoute,
+  grantSocket,
   type Link,
   newId,
   unexportRoute,
@@ -215,11 +216,7 @@ class Hub implements Impl {
   describe(context: EncodeContext): string {
     if (this.#disposed) throw new ValueError("Cannot hand over the queue: it was disposed");
     this.#path ??= exportRoute(this.id, (link) => this.#accept(link));
-    if (context.grants !== undefined) {
-      context.grants.read.add(this.#path);
-      context.grants.write.add(this.#path);
-      context.grants.net.add(`unix:${this.#path}`);
-    }
+    if (context.grants !== undefined) grantSocket(context.grants, this.#path);
     return this.#path;
   }
 
@@ -880,11 +877,7 @@ class Remote implements Impl {
   }
 
   describe(context: EncodeContext): string {
-    if (context.grants !== undefined) {
-      context.grants.read.add(this.path);
-      context.grants.write.add(this.path);
-      context.grants.net.add(`unix:${this.path}`);
-    }
+    if (context.grants !== undefined) grantSocket(context.grants, this.path);
     return this.path;
   }
 

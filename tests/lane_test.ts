@@ -1,0 +1,150 @@
+// The lane under a local socket: order and content across file switches, the
+// end of the stream, backpressure, cleanup, and falling back to the socket.
+import assert from "node:assert/strict";
+import { Lane, offerLane, takeLane } from "../_lane.ts";
+import { within } from "./testdata/helpers.ts";
+
+interface Pair {
+  server: Lane | undefined;
+  client: Lane | undefined;
+  serverConn: Deno.Conn;
+  clientConn: Deno.Conn;
+  dir: string;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+async function pair(laneDir?: string): Promise<Pair> {
+  const dir = Deno.makeTempDirSync({ prefix: "seed-mp-lane-test-" });
+  const listener = Deno.listen({ transport: "unix", path: `${dir}/s.sock` });
+  const [serverConn, clientConn] = await Promise.all([
+    listener.accept(),
+    Deno.connect({ transport: "unix", path: `${dir}/s.sock` }),
+  ]);
+  listener.close();
+  // The offering side waits unref'd (a silent client must not keep a program
+  // alive); this timer keeps the test alive meanwhile.
+  const keepAlive = setInterval(() => {}, 1000);
+  const [server, client] = await Promise.all([
+    offerLane(serverConn, laneDir ?? dir),
+    takeLane(clientConn),
+  ]).finally(() => clearInterval(keepAlive));
+  return {
+    server,
+    client,
+    serverConn,
+    clientConn,
+    dir,
+    async [Symbol.asyncDispose]() {
+      server?.close();
+      client?.close();
+      for (const conn of [serverConn, clientConn]) {
+        try {
+          conn.close();
+        } catch { /* closed by the test */ }
+      }
+      // Let the bells in flight settle before the sanitizers look.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      Deno.removeSync(dir, { recursive: true });
+    },
+  };
+}
+
+function pattern(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed;
+  for (let i = 0; i < length; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    out[i] = x >>> 24;
+  }
+  return out;
+}
+
+async function readAll(lane: Lane, length: number): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  let at = 0;
+  while (at < length) {
+    const n = await lane.read(out.subarray(at, Math.min(length, at + 100_000)));
+    if (n === null) throw new Error(`stream ended after ${at} of ${length} bytes`);
+    at += n;
+  }
+  return out;
+}
+
+Deno.test("lane: both sides take it, and its files are gone once they have", async () => {
+  await using p = await pair();
+  assert.ok(p.server instanceof Lane);
+  assert.ok(p.client instanceof Lane);
+  assert.deepEqual([...Deno.readDirSync(p.dir)].map((e) => e.name), []);
+});
+
+Deno.test("lane: bytes arrive whole and in order across many file switches", async () => {
+  await using p = await pair();
+  // 6 MiB in uneven writes: several moves between the two files.
+  const sizes = [1, 7, 65_536, 1 << 20, 3, 300_001, 2 << 20, 12_345, 1 << 20, 999_999];
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const data = pattern(total, 7);
+  // Each write is read before the next, so the writer moves between the two
+  // files each time one passes 1 MiB.
+  let at = 0;
+  for (const size of sizes) {
+    assert.equal(await p.server!.write(data.subarray(at, at + size)), size);
+    const got = await within(20_000, "lane bytes", readAll(p.client!, size));
+    assert.deepEqual(got, data.subarray(at, at + size));
+    at += size;
+  }
+});
+
+Deno.test("lane: both directions at once", async () => {
+  await using p = await pair();
+  const a = pattern(3 << 20, 1), b = pattern(3 << 20, 2);
+  const fromServer = readAll(p.client!, a.length);
+  const fromClient = readAll(p.server!, b.length);
+  for (let i = 0; i < a.length; i += 50_000) {
+    await p.server!.write(a.subarray(i, i + 50_000));
+    await p.client!.write(b.subarray(i, i + 50_000));
+  }
+  assert.deepEqual(await within(20_000, "server to client", fromServer), a);
+  assert.deepEqual(await within(20_000, "client to server", fromClient), b);
+});
+
+Deno.test("lane: the reader sees the end after everything written", async () => {
+  await using p = await pair();
+  const data = pattern(100_000, 3);
+  await p.server!.write(data);
+  p.serverConn.close();
+  p.server!.close();
+  assert.deepEqual(await readAll(p.client!, data.length), data);
+  assert.equal(await p.client!.read(new Uint8Array(16)), null);
+});
+
+Deno.test("lane: a writer far ahead of its reader waits for it", async () => {
+  await using p = await pair();
+  const chunk = pattern(1 << 20, 4);
+  let written = 0;
+  const nineWritten = Promise.withResolvers<void>();
+  const writing = (async () => {
+    for (let i = 0; i < 24; i++) {
+      await p.server!.write(chunk);
+      if (++written === 9) nineWritten.resolve();
+    }
+  })();
+  // Nothing is read: 1 MiB fills the first file, 8 MiB the second (the limit).
+  await within(20_000, "9 MiB written", nineWritten.promise);
+  // It must stay there; the writer retries each millisecond, so give it many.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(written, 9, `the writer went on with no reader: ${written} MiB`);
+  const all = readAll(p.client!, 24 << 20);
+  await within(20_000, "the writer after the reader caught up", writing);
+  const got = await within(20_000, "the reader", all);
+  for (let i = 0; i < 24; i++) assert.deepEqual(got.subarray(i << 20, (i + 1) << 20), chunk);
+});
+
+Deno.test("lane: no lane when the files cannot be made; the socket carries on", async () => {
+  await using p = await pair("/nonexistent-dir-for-lanes");
+  assert.equal(p.server, undefined);
+  assert.equal(p.client, undefined);
+  await p.serverConn.write(new Uint8Array([9]));
+  const buf = new Uint8Array(1);
+  assert.equal(await p.clientConn.read(buf), 1);
+  assert.equal(buf[0], 9);
+});
