@@ -6,8 +6,10 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { decode, encode } from "./_codec.ts";
 import { type EncodeContext, registerHandleKind } from "./_handles.ts";
+import { type Lane, Spinner, takeLane } from "./_lane.ts";
+import { grantSocket } from "./_socket.ts";
 import { atExit } from "./_state.ts";
-import { FrameReader } from "./_wire.ts";
+import { type ByteWriter, FrameReader } from "./_wire.ts";
 import { AuthenticationError, ProcessError, ValueError } from "./errors.ts";
 
 /** A manager's address: a Unix socket path, or a TCP host and port. */
@@ -180,7 +182,7 @@ export async function dial(endpoint: Endpoint): Promise<Deno.Conn> {
  * costs no extra turn), and those queued meanwhile as one write when it is done.
  */
 export class Outbox {
-  #conn: Deno.Conn;
+  #conn: ByteWriter;
   #queue: Uint8Array[] = [];
   #queuedBytes = 0;
   #writing = false;
@@ -188,7 +190,7 @@ export class Outbox {
   #onError: () => void;
   failed = false;
 
-  constructor(conn: Deno.Conn, onError: () => void = () => {}) {
+  constructor(conn: ByteWriter, onError: () => void = () => {}) {
     this.#conn = conn;
     this.#onError = onError;
   }
@@ -287,6 +289,10 @@ export class Channel {
   #key: string;
   #conn: Deno.Conn | undefined;
   #writer: Outbox | undefined;
+  // With a lane (a local manager), answers are polled for; see _lane.ts.
+  #lane: Lane | undefined;
+  #reader: FrameReader | undefined;
+  #spinner = new Spinner();
   #queue: Uint8Array[] | null = [];
   #pending = new Map<number, Pending>();
   #nextId = 1;
@@ -350,20 +356,58 @@ export class Channel {
       this.#fail(reason);
       throw reason;
     }
-    const writer = new Outbox(conn);
+    let lane: Lane | undefined;
+    if (typeof this.endpoint.address === "string") {
+      try {
+        lane = await takeLane(conn);
+      } catch (error) {
+        const reason = new ProcessError(
+          `Cannot connect to the manager at ${describeAddress(this.endpoint.address)}: ${
+            (error as Error)?.message
+          }`,
+          { cause: error },
+        );
+        this.#fail(reason);
+        throw reason;
+      }
+    }
+    this.#lane = lane;
+    const reader = new FrameReader(lane ?? conn);
+    this.#reader = reader;
+    const writer = new Outbox(lane ?? conn);
     this.#writer = writer;
     const queued = this.#queue ?? [];
     this.#queue = null;
     for (const frame of queued) writer.send(frame);
     this.#updateRef();
-    this.#readLoop(conn);
+    this.#readLoop(reader, lane);
   }
 
-  async #readLoop(conn: Deno.Conn): Promise<void> {
-    const reader = new FrameReader(conn);
+  // Answers every whole frame the lane has now; false when there were none.
+  #drain(lane: Lane, reader: FrameReader): boolean {
+    let any = false;
+    for (;;) {
+      let frame: Uint8Array | null;
+      while ((frame = reader.nextBuffered()) !== null) {
+        this.#answer(frame);
+        any = true;
+      }
+      if (this.#closed !== undefined || reader.fillNow((p) => lane.readNow(p)) === 0) return any;
+    }
+  }
+
+  async #readLoop(reader: FrameReader, lane: Lane | undefined): Promise<void> {
     let reason: Error | undefined;
     try {
       for (;;) {
+        if (lane !== undefined) {
+          this.#drain(lane, reader);
+          if (this.#closed !== undefined) break;
+          if (await lane.waitBell()) continue;
+          this.#drain(lane, reader);
+          await reader.next(); // everything whole was answered: a cut frame throws
+          break;
+        }
         const frame = await reader.next();
         if (frame === null) break;
         this.#answer(frame);
@@ -419,6 +463,7 @@ export class Channel {
     try {
       this.#conn?.close();
     } catch { /* closed */ }
+    this.#lane?.close();
   }
 
   // Waiting for answers keeps the event loop alive; an idle connection does
@@ -490,6 +535,14 @@ export class Channel {
       });
       this.#updateRef();
       this.#send(frame);
+      // A local manager answers within microseconds: poll for it first.
+      const lane = this.#lane, reader = this.#reader;
+      if (lane !== undefined && reader !== undefined && this.#queue === null) {
+        this.#spinner.spin(() => {
+          this.#drain(lane, reader);
+          return !this.#pending.has(id);
+        });
+      }
     });
   }
 
@@ -623,11 +676,8 @@ export class ProxyRef {
     channelFor(d).notify(0, "incref", [d.objectId]);
     const grants = context.grants;
     if (grants !== undefined) {
-      if (typeof d.address === "string") {
-        grants.read.add(d.address);
-        grants.write.add(d.address);
-        grants.net.add(`unix:${d.address}`);
-      } else {
+      if (typeof d.address === "string") grantSocket(grants, d.address);
+      else {
         grants.net.add(`${d.address.hostname}:${d.address.port}`);
       }
     }

@@ -4,7 +4,7 @@
 // Link is one framed connection: a read loop, a coalescing writer, and ref
 // counting so an idle link does not keep the event loop alive.
 import { decode, encode } from "./_codec.ts";
-import { type Lane, offerLane, takeLane } from "./_lane.ts";
+import { type Lane, offerLane, Spinner, takeLane } from "./_lane.ts";
 import { atExit, self } from "./_state.ts";
 import { FrameReader, FrameWriter } from "./_wire.ts";
 
@@ -18,10 +18,6 @@ type Route = (link: Link, hello: unknown[]) => void;
 
 // Queued bytes above which a writer waits for the write in flight.
 const PACE = 1 << 16;
-// How long a caller about to wait may poll a lane first, in milliseconds.
-const SPIN_START = 0.05;
-const SPIN_MIN = 0.03;
-const SPIN_MAX = 0.2;
 // Frames up to this size are copied out of a lane's read buffer.
 const SMALL_FRAME = 1 << 10;
 
@@ -40,7 +36,7 @@ export function newId(prefix: string): string {
 export function exportRoute(id: string, route: Route): string {
   routes.set(id, route);
   if (listener === undefined) {
-    dir ??= makeDir();
+    dir ??= makeSocketDir();
     listenPath = `${dir}/s${Deno.pid}.sock`;
     listener = Deno.listen({ transport: "unix", path: listenPath });
     listener.unref();
@@ -61,18 +57,21 @@ export function unexportRoute(id: string): void {
   removeDir();
 }
 
-// In memory (tmpfs) where there is one: lanes keep their files here.
-function makeDir(): string {
+/**
+ * A private temp dir for sockets, in memory (tmpfs) where there is one:
+ * lanes keep their files beside the sockets.
+ */
+export function makeSocketDir(prefix = "seed-mp-"): string {
   const shm = "/dev/shm";
   if (
     Deno.build.os === "linux" &&
     Deno.permissions.querySync({ name: "write", path: shm }).state === "granted"
   ) {
     try {
-      return Deno.makeTempDirSync({ dir: shm, prefix: "seed-mp-" });
+      return Deno.makeTempDirSync({ dir: shm, prefix });
     } catch { /* no tmpfs here */ }
   }
-  return Deno.makeTempDirSync({ prefix: "seed-mp-" });
+  return Deno.makeTempDirSync({ prefix });
 }
 
 /**
@@ -210,7 +209,7 @@ export class Link {
   readonly lane: Lane | undefined;
   #handedOut = false;
   #failure: unknown = undefined;
-  #spinBudget = SPIN_START;
+  #spinner = new Spinner();
 
   constructor(conn: Deno.Conn, lane?: Lane) {
     this.conn = conn;
@@ -305,30 +304,18 @@ export class Link {
   }
 
   /**
-   * Polls this link's lane for frames until `done()` holds or a short budget
-   * runs out, without giving up the thread: a caller about to wait for a
-   * reply gets it without the ~15 µs of a wake-up through the kernel. The
-   * budget adapts: it grows while spins succeed and shrinks while they fail,
-   * so a slow peer costs little.
+   * Polls this link's lane for frames until `done()` holds or the spinner's
+   * budget runs out (see {@linkcode Spinner}).
    *
    * @returns Whether `done()` came true.
    */
   spin(done: () => boolean): boolean {
     const lane = this.lane;
     if (lane === undefined || this.#onFrame === undefined) return false;
-    const budget = this.#spinBudget;
-    const start = performance.now();
-    for (;;) {
+    return this.#spinner.spin(() => {
       this.#drain(lane);
-      if (done()) {
-        this.#spinBudget = Math.min(SPIN_MAX, budget * 2);
-        return true;
-      }
-      if (this.#closed || this.#paused !== undefined) return false;
-      if (performance.now() - start > budget) break;
-    }
-    this.#spinBudget = Math.max(SPIN_MIN, budget / 2);
-    return false;
+      return done() || this.#closed || this.#paused !== undefined;
+    }) && done();
   }
 
   async #loop(): Promise<void> {

@@ -50,6 +50,7 @@ import { decode } from "./_codec.ts";
 import { markHandleClass } from "./_handles.ts";
 import { exits, type StartMethod, validateStartMethod } from "./_state.ts";
 import { moduleUrl } from "./_target.ts";
+import { makeSocketDir } from "./_socket.ts";
 import { FrameReader } from "./_wire.ts";
 import { ProcessError, TimeoutError } from "./errors.ts";
 import { Process } from "./process.ts";
@@ -1384,7 +1385,7 @@ export class Manager implements AsyncDisposable {
       tls = { cert: await Deno.readTextFile(certFile), key: await Deno.readTextFile(keyFile) };
       caCerts = [caFile === undefined ? tls.cert : await Deno.readTextFile(caFile)];
     }
-    const dir = await Deno.makeTempDir({ prefix: "seed-mp-manager-" });
+    const dir = makeSocketDir("seed-mp-manager-");
     trackDir(dir);
     const readyPath = `${dir}/ready.sock`;
     let process: ServerProcess | undefined;

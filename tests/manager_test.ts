@@ -356,7 +356,10 @@ for (const method of METHODS) {
     held.dispose();
     copy.dispose();
     // decref is sent without an answer: the next answered call comes after it.
-    assert.equal((await stats(manager)).objects, before + 1);
+    // The dict goes at once; the list when the server's own reference to it,
+    // dropped by delete(), is garbage-collected, which may be now or later.
+    const after = (await stats(manager)).objects;
+    assert.ok(after === before || after === before + 1, `${after - before} objects left`);
   });
 
   Deno.test(`Manager gets a child's last dispose() before the child exits (${method} server)`, async () => {
