@@ -68,6 +68,7 @@ export class Lane implements ByteReader, ByteWriter {
   #inRead = 0;
   #bells = new Uint8Array(256);
   #bellsInFlight = 0;
+  #parked: Uint8Array | undefined; // a write waiting for the reader
   #ringAgain = false;
   #ended = false;
   #closed = false;
@@ -84,13 +85,32 @@ export class Lane implements ByteReader, ByteWriter {
   write(p: Uint8Array): Promise<number> {
     if (this.#closed) return Promise.reject(new Error("Cannot write: the lane is closed"));
     if (this.#outSize >= SWITCH && !this.#moveOn() && this.#outSize + p.length > LIMIT) {
-      return this.#waitForSpace().then(() => this.write(p));
+      this.#parked = p;
+      return this.#waitForSpace().then(() => {
+        this.#parked = undefined;
+        return this.write(p);
+      });
     }
+    this.#append(p);
+    this.#ring();
+    return Promise.resolve(p.length);
+  }
+
+  #append(p: Uint8Array): void {
     const file = this.#files[this.#out]!;
     for (let at = 0; at < p.length;) at += file.writeSync(p.subarray(at));
     this.#outSize += p.length;
-    this.#ring();
-    return Promise.resolve(p.length);
+  }
+
+  /**
+   * Writes at once, past the size limit: for the last writes of a program
+   * that is exiting (its reader sees the end when the socket closes).
+   */
+  writeAtExit(p: Uint8Array): void {
+    if (this.#closed) return;
+    if (this.#parked !== undefined) this.#append(this.#parked);
+    this.#parked = undefined;
+    this.#append(p);
   }
 
   // Moves to the other file if the reader has emptied it.

@@ -180,6 +180,21 @@ function hookExit(): void {
   });
 }
 
+let laneExitHooked = false;
+// Deno.exit() skips atExit but fires unload: a lane can still take what its
+// link has queued, synchronously, so a message sent just before the exit is
+// not lost.
+function hookLaneExit(): void {
+  if (laneExitHooked) return;
+  laneExitHooked = true;
+  globalThis.addEventListener("unload", () => {
+    for (const link of liveLinks) {
+      const lane = link.lane;
+      if (lane !== undefined) link.writer.flushAtExit((p) => lane.writeAtExit(p));
+    }
+  });
+}
+
 /**
  * Runs before any frame is queued on any link, while set: a queue's pending
  * acknowledgements go out before anything this program sends after a get.
@@ -218,6 +233,7 @@ export class Link {
     this.writer = new FrameWriter(lane ?? conn);
     liveLinks.add(this);
     hookExit();
+    if (lane !== undefined) hookLaneExit();
     conn.unref();
   }
 
@@ -312,6 +328,7 @@ export class Link {
   spin(done: () => boolean): boolean {
     const lane = this.lane;
     if (lane === undefined || this.#onFrame === undefined) return false;
+    this.writer.flushNow();
     return this.#spinner.spin(() => {
       this.#drain(lane);
       return done() || this.#closed || this.#paused !== undefined;

@@ -1,3 +1,5 @@
+import { setImmediate } from "node:timers";
+
 // Length-prefixed frames over a byte stream (a Unix socket, a child's stdin):
 // a u32 little-endian payload length, then the payload. Writes made while one
 // is in flight are coalesced into the next single write, so a burst of small
@@ -177,6 +179,7 @@ export class FrameWriter {
   #stageLength = 0;
   #pendingBytes = 0;
   #flushing: Promise<void> | null = null;
+  #inFlight: Promise<void> | undefined;
   #progress: (() => void)[] = [];
   #error: unknown = undefined;
 
@@ -252,34 +255,82 @@ export class FrameWriter {
   }
 
   async #flush(): Promise<void> {
-    // Let the current turn queue more frames before the first write.
-    await Promise.resolve();
     try {
       for (;;) {
+        // Let the program queue more frames before each write: a producer
+        // awaiting each put runs on microtasks, so wait for the event loop's
+        // turn (it comes when the producer waits, at the latest when
+        // pendingBytes make it pace itself).
+        await new Promise((resolve) => setImmediate(resolve));
+        if (this.#inFlight !== undefined) await this.#inFlight;
         this.#seal();
         if (this.#chunks.length === 0) break;
-        const chunks = this.#chunks;
-        this.#chunks = [];
-        this.#pendingBytes = 0;
-        await writeAll(this.#sink, chunks);
-        const progress = this.#progress;
-        this.#progress = [];
-        for (const resolve of progress) resolve();
+        await this.#writeQueued();
       }
     } catch (error) {
       this.#error = error;
       throw error;
     } finally {
       this.#flushing = null;
-      const progress = this.#progress;
-      this.#progress = [];
-      for (const resolve of progress) resolve();
+      this.#inFlight = undefined;
+      this.#wakeProgress();
     }
   }
-}
 
-async function writeAll(sink: ByteWriter, chunks: Uint8Array[]): Promise<void> {
-  for (const chunk of chunks) {
-    for (let at = 0; at < chunk.length;) at += await sink.write(chunk.subarray(at));
+  #writeQueued(): Promise<void> {
+    const chunks = this.#chunks;
+    this.#chunks = [];
+    this.#pendingBytes = 0;
+    const writing = this.#writeAll(chunks).then(() => {
+      this.#inFlight = undefined;
+      this.#wakeProgress();
+    });
+    this.#inFlight = writing;
+    return writing;
+  }
+
+  // The chunks being written, and which of them is at the sink now.
+  #current: Uint8Array[] | undefined;
+  #at = 0;
+
+  async #writeAll(chunks: Uint8Array[]): Promise<void> {
+    this.#current = chunks;
+    for (this.#at = 0; this.#at < chunks.length; this.#at++) {
+      const chunk = chunks[this.#at]!;
+      for (let at = 0; at < chunk.length;) at += await this.#sink.write(chunk.subarray(at));
+    }
+    this.#current = undefined;
+  }
+
+  #wakeProgress(): void {
+    const progress = this.#progress;
+    this.#progress = [];
+    for (const resolve of progress) resolve();
+  }
+
+  /**
+   * Hands what is queued to `write` at once: for a program that is exiting
+   * over a sink that writes synchronously (a lane).
+   */
+  flushAtExit(write: (p: Uint8Array) => void): void {
+    // The chunk at the sink is its business (written, or parked there).
+    const current = this.#current;
+    this.#current = undefined;
+    if (current !== undefined) { for (const chunk of current.slice(this.#at + 1)) write(chunk); }
+    this.#seal();
+    const chunks = this.#chunks;
+    this.#chunks = [];
+    this.#pendingBytes = 0;
+    for (const chunk of chunks) write(chunk);
+  }
+
+  /**
+   * Starts writing what is queued now instead of at the event loop's next
+   * turn, unless a write is in flight: for a caller about to wait for a reply.
+   */
+  flushNow(): void {
+    if (this.#flushing === null || this.#inFlight !== undefined) return;
+    this.#seal();
+    if (this.#chunks.length > 0) this.#writeQueued().catch(() => {/* #flush reports it */});
   }
 }

@@ -24,6 +24,7 @@ import {
   sendAndReport,
   sendHuge,
   sendSequence,
+  sendThenExit,
 } from "./testdata/queue_targets.ts";
 import { started } from "./testdata/helpers.ts";
 
@@ -383,3 +384,16 @@ Deno.test("Connection.recv() fails on a corrupt stream, and other connections ke
   good.close();
   goodServer.close();
 });
+
+for (const method of METHODS) {
+  Deno.test(`Pipe: messages sent just before Deno.exit() arrive (${method})`, async () => {
+    const [a, b] = Pipe();
+    await using p = await started(sendThenExit, [b, 5_000], method);
+    await a.send("go");
+    for (let i = 0; i < 5_000; i++) assert.equal(await a.recv(), i);
+    await assert.rejects(a.recv(), EOFError);
+    await p.join();
+    assert.equal(p.exitCode, 7);
+    a.close();
+  });
+}

@@ -168,3 +168,13 @@ export async function sendAndReport(
   }
   conn.close();
 }
+
+/**
+ * Sends 0..n-1 without awaiting, then exits at once: what was sent must still
+ * arrive (a lane takes it synchronously at exit).
+ */
+export async function sendThenExit(conn: Connection, n: number): Promise<void> {
+  await conn.recv(); // "go": the connection is up
+  for (let i = 0; i < n; i++) conn.send(i);
+  Deno.exit(7);
+}
