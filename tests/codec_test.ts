@@ -631,3 +631,47 @@ Deno.test("decode() of random or damaged bytes decodes or throws TypeError", asy
     }
   });
 });
+
+Deno.test("encode() packs arrays of numbers and keeps every value", async (t) => {
+  const ints = Array.from({ length: 1000 }, (_, i) => (i * 7919) % 2003 - 1000);
+  const cases: [string, number[]][] = [
+    ["int32s", ints],
+    ["int32 extremes", [...ints.slice(0, 20), 2 ** 31 - 1, -(2 ** 31)]],
+    ["doubles", ints.map((n) => n / 3)],
+    ["ints with one double", [...ints.slice(0, 20), 0.5]],
+    ["ints beyond int32", [...ints.slice(0, 20), 2 ** 31, -(2 ** 31) - 1, 2 ** 53]],
+    ["special doubles", [...ints.slice(0, 16), -0, NaN, Infinity, -Infinity, Number.MIN_VALUE]],
+    ["exactly 16", ints.slice(0, 16)],
+  ];
+  for (const [name, array] of cases) {
+    await t.step(name, () => {
+      const back = roundTrip(array);
+      assert.equal(back.length, array.length);
+      for (let i = 0; i < array.length; i++) assert.ok(Object.is(back[i], array[i]), `[${i}]`);
+    });
+  }
+  await t.step("is smaller than value by value", () => {
+    // 1000 int32s: 4 bytes each, where most of them take 3 value by value.
+    assert.ok(encode(ints).length < 4_020);
+  });
+  await t.step("a packed array referenced twice stays one array", () => {
+    const shared = ints.slice(0, 32);
+    const [a, b] = roundTrip([shared, shared]);
+    assert.equal(a, b);
+    assert.deepEqual(a, shared);
+  });
+  await t.step("an array with holes or other values is not packed", () => {
+    const holey = ints.slice(0, 20);
+    delete holey[3];
+    const back = roundTrip(holey);
+    assert.ok(!(3 in back));
+    assert.deepEqual(roundTrip([...ints.slice(0, 20), "x"]), [...ints.slice(0, 20), "x"]);
+  });
+  await t.step("a bad width or length is refused", () => {
+    const bytes = encode(ints.slice(0, 16));
+    const badWidth = bytes.slice();
+    badWidth[badWidth.indexOf(4, 2)] = 3;
+    assert.throws(() => decode(badWidth), TypeError);
+    assert.throws(() => decode(bytes.subarray(0, bytes.length - 1)), TypeError);
+  });
+});
