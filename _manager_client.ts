@@ -3,8 +3,8 @@
 // "manager-proxy" handle kind. A request is [id, target, method, args] and its
 // answer [id, ok, value]; id 0 asks for no answer. Target 0 is the manager
 // itself (create, incref, decref, expose, lookup, cancel, shutdown).
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { decode, encode } from "./_codec.ts";
+import { hmacSha256, sameBytes } from "./_hmac.ts";
 import { type EncodeContext, registerHandleKind } from "./_handles.ts";
 import { type Lane, Spinner, takeLane } from "./_lane.ts";
 import { grantSocket } from "./_socket.ts";
@@ -85,28 +85,20 @@ async function writeFrame(conn: Duplex, payload: Uint8Array): Promise<void> {
   for (let at = 0; at < frame.length;) at += await conn.write(frame.subarray(at));
 }
 
-function digest(authkey: Uint8Array, message: Uint8Array): Uint8Array {
-  return new Uint8Array(createHmac("sha256", authkey).update(message).digest());
-}
-
 function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
   if (bytes.length < prefix.length) return false;
   for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return false;
   return true;
 }
 
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
 /** Sends a challenge and checks the answer; tells the peer the verdict. */
 export async function deliverChallenge(conn: Duplex, authkey: Uint8Array): Promise<void> {
   const message = new Uint8Array(CHALLENGE.length + 32);
   message.set(CHALLENGE);
-  message.set(randomBytes(32), CHALLENGE.length);
+  message.set(crypto.getRandomValues(new Uint8Array(32)), CHALLENGE.length);
   await writeFrame(conn, message);
   const answer = await readSmallFrame(conn);
-  if (!equalBytes(answer, digest(authkey, message))) {
+  if (!sameBytes(answer, await hmacSha256(authkey, message))) {
     await writeFrame(conn, FAILURE).catch(() => {});
     throw new AuthenticationError(
       "Cannot authenticate the peer: its answer to the challenge is wrong",
@@ -121,9 +113,9 @@ export async function answerChallenge(conn: Duplex, authkey: Uint8Array): Promis
   if (!startsWith(message, CHALLENGE)) {
     throw new AuthenticationError("Cannot authenticate: the peer sent no challenge");
   }
-  await writeFrame(conn, digest(authkey, message));
+  await writeFrame(conn, await hmacSha256(authkey, message));
   const verdict = await readSmallFrame(conn);
-  if (!equalBytes(verdict, WELCOME)) {
+  if (!sameBytes(verdict, WELCOME)) {
     throw new AuthenticationError(
       "Cannot authenticate to the manager: it refused the authkey; pass the key the manager was started with",
     );

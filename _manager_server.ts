@@ -3,10 +3,10 @@
 // HMAC challenge, then answers requests. It owns the objects and counts the
 // references to each; nothing received is run as code (the codec rebuilds
 // data only, and only listed methods can be called).
-import { setImmediate } from "node:timers";
 import { decode, encode } from "./_codec.ts";
 import { markHandleClass } from "./_handles.ts";
 import { type Lane, offerLane, Spinner } from "./_lane.ts";
+import { nextTurn } from "./_socket.ts";
 import {
   type Address,
   answerChallenge,
@@ -470,8 +470,7 @@ async function serveLane(client: Client, lane: Lane, reader: FrameReader): Promi
       if (spinner.spin(pollClients)) {
         if (performance.now() - yielded < 1) await null;
         else {
-          // setImmediate: a turn of the event loop (setTimeout(0) costs ~2 ms here).
-          await new Promise((resolve) => setImmediate(resolve));
+          await nextTurn(client.conn).catch(() => {});
           yielded = performance.now();
         }
         continue;

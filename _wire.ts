@@ -1,5 +1,3 @@
-import { setImmediate } from "node:timers";
-
 // Length-prefixed frames over a byte stream (a Unix socket, a child's stdin):
 // a u32 little-endian payload length, then the payload. Writes made while one
 // is in flight are coalesced into the next single write, so a burst of small
@@ -183,8 +181,17 @@ export class FrameWriter {
   #progress: (() => void)[] = [];
   #error: unknown = undefined;
 
-  constructor(sink: ByteWriter) {
+  #turn: () => Promise<unknown>;
+
+  /**
+   * @param sink Where frames go.
+   * @param turn Settles at the event loop's next turn, after the microtasks
+   * queued now: frames are gathered until then and written together. By
+   * default a microtask.
+   */
+  constructor(sink: ByteWriter, turn: () => Promise<unknown> = () => Promise.resolve()) {
     this.#sink = sink;
+    this.#turn = turn;
   }
 
   /** Bytes queued and not yet handed to the stream. */
@@ -261,7 +268,7 @@ export class FrameWriter {
         // awaiting each put runs on microtasks, so wait for the event loop's
         // turn (it comes when the producer waits, at the latest when
         // pendingBytes make it pace itself).
-        await new Promise((resolve) => setImmediate(resolve));
+        await this.#turn().catch(() => {});
         if (this.#inFlight !== undefined) await this.#inFlight;
         this.#seal();
         if (this.#chunks.length === 0) break;

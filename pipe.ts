@@ -16,8 +16,8 @@
  *
  * @module
  */
-import { createHmac, timingSafeEqual } from "node:crypto";
 import { decode, encode } from "./_codec.ts";
+import { hmacSha256, sameBytes } from "./_hmac.ts";
 import {
   type EncodeContext,
   type HandleKind,
@@ -866,10 +866,6 @@ function keyBytes(authkey: Uint8Array | string | undefined): Uint8Array | undefi
   throw new TypeError("Cannot use authkey: it must be a Uint8Array or a string");
 }
 
-function digest(key: Uint8Array, challenge: Uint8Array): Uint8Array {
-  return new Uint8Array(createHmac("sha256", key).update(challenge).digest());
-}
-
 async function readFrame(link: Link): Promise<Uint8Array> {
   const frame = await link.reader.nextOwned();
   if (frame === null) {
@@ -881,16 +877,12 @@ async function readFrame(link: Link): Promise<Uint8Array> {
 const WELCOME = new TextEncoder().encode("#WELCOME#");
 const FAILURE = new TextEncoder().encode("#FAILURE#");
 
-function same(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
 // Python's deliver_challenge / answer_challenge, both ways.
 async function challenge(link: Link, key: Uint8Array): Promise<void> {
   const nonce = crypto.getRandomValues(new Uint8Array(32));
   await link.send(nonce);
   const answer = await readFrame(link);
-  if (!same(answer, digest(key, nonce))) {
+  if (!sameBytes(answer, await hmacSha256(key, nonce))) {
     await link.send(FAILURE).catch(() => {});
     throw new AuthenticationError(
       "Cannot accept the connection: the other side gave the wrong authkey digest",
@@ -901,9 +893,9 @@ async function challenge(link: Link, key: Uint8Array): Promise<void> {
 
 async function answer(link: Link, key: Uint8Array): Promise<void> {
   const nonce = await readFrame(link);
-  await link.send(digest(key, nonce));
+  await link.send(await hmacSha256(key, nonce));
   const verdict = await readFrame(link);
-  if (!same(verdict, WELCOME)) {
+  if (!sameBytes(verdict, WELCOME)) {
     throw new AuthenticationError("Cannot connect: the other side refused our authkey digest");
   }
 }
