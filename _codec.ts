@@ -128,7 +128,9 @@ for (const [name, value] of Object.entries({ ...denoErrors, ...errors })) {
 
 // Platform objects hold state structured clone cannot reach (or that would need an await):
 // refuse them rather than send an empty object. Other class instances go as plain objects.
-const PLATFORM = [
+// Looked up on first need: reading globals such as Blob or Request makes Deno
+// load their implementations, ~5 ms at every child's start.
+const PLATFORM_NAMES = [
   "EventTarget",
   "Blob",
   "URL",
@@ -146,11 +148,19 @@ const PLATFORM = [
   "FinalizationRegistry",
   "Promise",
   "Symbol",
-].flatMap((name) => {
-  const ctor = (globalThis as Record<string, unknown>)[name];
-  return typeof ctor === "function" ? [ctor as abstract new () => unknown] : [];
-});
-const Port = (globalThis as { MessagePort?: abstract new () => MessagePort }).MessagePort;
+];
+let platform: (abstract new () => unknown)[] | undefined;
+function platformClasses(): (abstract new () => unknown)[] {
+  return platform ??= PLATFORM_NAMES.flatMap((name) => {
+    const ctor = (globalThis as Record<string, unknown>)[name];
+    return typeof ctor === "function" ? [ctor as abstract new () => unknown] : [];
+  });
+}
+let port: (abstract new () => MessagePort) | null | undefined;
+function portClass(): (abstract new () => MessagePort) | null {
+  return port ??= (globalThis as { MessagePort?: abstract new () => MessagePort }).MessagePort ??
+    null;
+}
 
 const utf8Encoder = new TextEncoder();
 // ignoreBOM keeps a leading U+FEFF, which is part of the string.
@@ -517,11 +527,12 @@ function writeExotic(value: object, proto: object): void {
     writeByte(BIGINT_OBJECT);
     return writeBigInt(BigInt.prototype.valueOf.call(value));
   }
-  if (Port !== undefined && value instanceof Port) return writePort(value);
+  const Port = portClass();
+  if (Port !== null && value instanceof Port) return writePort(value);
   if (value instanceof SharedArrayBuffer) {
     return fail("a SharedArrayBuffer cannot be cloned; share memory through a shared handle");
   }
-  for (const ctor of PLATFORM) {
+  for (const ctor of platformClasses()) {
     if (value instanceof ctor) {
       return fail(`${/^[AEIO]/.test(ctor.name) ? "an" : "a"} ${ctor.name} cannot be cloned`);
     }

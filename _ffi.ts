@@ -4,6 +4,8 @@
 // Linux only (x86_64 and aarch64 syscall numbers); macOS would use shm_open plus
 // os_sync_wait_on_address / __ulock_wait, and has no memfd.
 
+import { self } from "./_state.ts";
+
 const SYMBOLS = {
   memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
   shm_open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
@@ -98,8 +100,10 @@ export function ffiGranted(): boolean {
   }
 }
 
-// Opened at load when allowed, so a test sanitizer does not see a library opened in a test.
-if (Deno.build.os === "linux" && ffiGranted()) {
+// Opened at load when allowed, so a test sanitizer does not see a library
+// opened in a test. Not in a child (no tests run there): it would cost every
+// child ~2 ms at start, and most never need it.
+if (Deno.build.os === "linux" && self.startedAs === "main" && ffiGranted()) {
   try {
     open("shared memory");
   } catch { /* reported when an object needs it */ }
