@@ -24,7 +24,7 @@ const NO = 0;
 // How long a caller about to wait may poll first, in milliseconds: adapted
 // between these bounds as spins succeed or fail.
 const SPIN_START = 0.05;
-const SPIN_MIN = 0.03;
+const SPIN_MIN = 0.02;
 const SPIN_MAX = 0.2;
 
 /**

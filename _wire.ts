@@ -110,10 +110,15 @@ export class FrameReader {
    */
   fillNow(readNow: (p: Uint8Array) => number): number {
     this.#makeRoom();
-    const n = readNow(this.#buf.subarray(this.#end));
+    // A spin polls many times with nothing to read: reuse the view.
+    if (this.#tail?.buffer !== this.#buf.buffer || this.#tail.byteOffset !== this.#end) {
+      this.#tail = this.#buf.subarray(this.#end);
+    }
+    const n = readNow(this.#tail);
     this.#end += n;
     return n;
   }
+  #tail: Uint8Array | undefined;
 
   /**
    * Gives the buffer to the views handed out so far: later reads go to a fresh
