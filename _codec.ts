@@ -212,10 +212,28 @@ let encoding = false;
  * @throws {DataCloneError} A part of the value cannot be cloned; the message says where.
  */
 export function encode(value: unknown, context?: EncodeContext, label = "value"): Uint8Array {
+  return encodeWith(value, context, label, true);
+}
+
+/**
+ * Like {@linkcode encode}, but returns a view of the codec's own buffer,
+ * valid only until the next encode: for a caller that copies the bytes at
+ * once (into a frame), and so allocates nothing per message.
+ */
+export function encodeView(value: unknown, context?: EncodeContext, label = "value"): Uint8Array {
+  return encodeWith(value, context, label, false);
+}
+
+function encodeWith(
+  value: unknown,
+  context: EncodeContext | undefined,
+  label: string,
+  copy: boolean,
+): Uint8Array {
   if (!encoding) {
     encoding = true;
     try {
-      return run(value, context, label);
+      return run(value, context, label, copy);
     } finally {
       encoding = false;
       refs.clear();
@@ -230,13 +248,19 @@ export function encode(value: unknown, context?: EncodeContext, label = "value")
   outView = new DataView(out.buffer);
   refs = new Map();
   try {
-    return run(value, context, label);
+    // A nested encode has its own buffer: a view of it stays valid.
+    return run(value, context, label, false);
   } finally {
     [out, outView, pos, refs, encodeContext, handleContext] = saved;
   }
 }
 
-function run(value: unknown, context: EncodeContext | undefined, label: string): Uint8Array {
+function run(
+  value: unknown,
+  context: EncodeContext | undefined,
+  label: string,
+  copy: boolean,
+): Uint8Array {
   pos = 0;
   encodeContext = context;
   handleContext = context;
@@ -255,7 +279,7 @@ function run(value: unknown, context: EncodeContext | undefined, label: string):
   } finally {
     encodeContext = handleContext = undefined;
   }
-  return out.slice(0, pos);
+  return copy ? out.slice(0, pos) : out.subarray(0, pos);
 }
 
 function grow(need: number): void {

@@ -6,7 +6,7 @@
 import { decode, encode } from "./_codec.ts";
 import { type Lane, offerLane, Spinner, takeLane } from "./_lane.ts";
 import { atExit, self } from "./_state.ts";
-import { FrameReader, FrameWriter } from "./_wire.ts";
+import { FrameReader, FrameWriter, handled } from "./_wire.ts";
 
 /** Where an owner is reached: the listener's path and the owner's id. */
 export interface Address {
@@ -409,9 +409,12 @@ export class Link {
     return this.writer.write(frame);
   }
 
+  /** Queues a frame of parts; the promise may be dropped (see FrameWriter). */
   sendParts(parts: Uint8Array[]): Promise<void> {
     if (beforeSend.hook !== undefined) runBeforeSend();
-    if (this.#closed) return Promise.reject(new Error("Cannot write: the connection is closed"));
+    if (this.#closed) {
+      return handled(Promise.reject(new Error("Cannot write: the connection is closed")));
+    }
     return this.writer.writeParts(parts);
   }
 

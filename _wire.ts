@@ -209,9 +209,13 @@ export class FrameWriter {
     return this.writeParts([payload]);
   }
 
-  /** Queues one frame made of several parts, without joining them first. */
+  /**
+   * Queues one frame made of several parts, without joining them first. The
+   * promise (one for every frame of a write) may be dropped: a failure is
+   * also reported to the frames queued after it.
+   */
   writeParts(parts: Uint8Array[]): Promise<void> {
-    if (this.#error !== undefined) return Promise.reject(this.#error);
+    if (this.#error !== undefined) return handled(Promise.reject(this.#error));
     let length = 0;
     for (const part of parts) length += part.length;
     this.#reserve(HEADER);
@@ -228,7 +232,12 @@ export class FrameWriter {
       }
     }
     this.#pendingBytes += HEADER + length;
-    this.#flushing ??= this.#flush();
+    if (this.#flushing === null) {
+      this.#flushing = this.#flush();
+      // Handled once here, so a caller may drop the promise: a .catch() per
+      // frame would keep thousands of reactions alive until the write.
+      this.#flushing.catch(() => {});
+    }
     return this.#flushing;
   }
 
@@ -345,4 +354,10 @@ export class FrameWriter {
     this.#seal();
     if (this.#chunks.length > 0) this.#writeQueued().catch(() => {/* #flush reports it */});
   }
+}
+
+/** A promise whose rejection counts as handled, so its caller may drop it. */
+export function handled<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => {});
+  return promise;
 }

@@ -107,7 +107,7 @@ class PipeHub {
       case "local":
         return ends.push(to.end, message);
       case "remote":
-        to.link.sendParts([OP[message.kind]!, message.data]).catch(() => {});
+        to.link.sendParts([OP[message.kind]!, message.data]);
         return to.link.pace();
       case "pending":
         to.buffer.push(message);
@@ -152,7 +152,7 @@ class PipeHub {
   attachLink(i: number, link: Link, slot: { buffer: Message[]; eof: boolean }): void {
     this.slots[i] = { t: "remote", link };
     for (const message of slot.buffer) {
-      link.sendParts([OP[message.kind]!, message.data]).catch(() => {});
+      link.sendParts([OP[message.kind]!, message.data]);
     }
     if (slot.eof) {
       link.closeAfterFlush();
@@ -410,7 +410,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     if (link.closed) {
       return Promise.reject(new ValueError("Cannot send: the other end is closed"));
     }
-    link.sendParts([OP[message.kind]!, message.data]).catch(() => {});
+    link.sendParts([OP[message.kind]!, message.data]);
     return link.pace() ?? Promise.resolve();
   }
 

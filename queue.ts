@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { decode, encode } from "./_codec.ts";
+import { decode, encode, encodeView } from "./_codec.ts";
 import {
   type EncodeContext,
   type HandleKind,
@@ -86,10 +86,25 @@ function readControl(frame: Uint8Array): [number, number, number] {
   return [view.getUint32(1, true), view.getUint32(5, true), frame[9]!];
 }
 
+// Items below this size are encoded into the codec's buffer and copied once,
+// into a frame or the queue; larger ones get their own buffer (a frame sends
+// a part this large from where it is, after the next encode).
+const VIEW_MAX = 1 << 14;
+
+/**
+ * An item's bytes, which may be a view of the codec's buffer: whoever keeps
+ * them past this turn copies them (see owned()).
+ */
 function encodeItem(item: unknown): { data: Uint8Array; commit: (() => void)[] } {
   const context: EncodeContext = { commit: [] };
-  const data = encode(item, context, "item");
+  const view = encodeView(item, context, "item");
+  const data = view.length < VIEW_MAX ? view : view.slice();
   return { data, commit: context.commit! };
+}
+
+/** Bytes from encodeItem, made the caller's own. */
+function owned(data: Uint8Array): Uint8Array {
+  return data.length < VIEW_MAX ? data.slice() : data;
 }
 
 function errorByName(name: string, message: string): Error {
@@ -328,7 +343,7 @@ class Hub implements Impl {
       error instanceof Error ? error.name : "Error",
       error instanceof Error ? error.message : String(error),
     ];
-    client.link.sendParts([new Uint8Array([REPLY]), encode(body)]).catch(() => {});
+    client.link.sendParts([new Uint8Array([REPLY]), encode(body)]);
   }
 
   #remoteCall(client: Client, id: number, op: string, arg: unknown): void {
@@ -394,7 +409,7 @@ class Hub implements Impl {
         client.inflight.set(seq, item);
         ITEM_HEADER_VIEW.setFloat64(1, seq, true);
         // The header is copied at once: one scratch header serves every item.
-        client.link.sendParts([ITEM_HEADER, item]).catch(() => {});
+        client.link.sendParts([ITEM_HEADER, item]);
       }
       let admitted = false;
       while (this.#putters.length > 0 && this.#roomFor()) {
@@ -414,7 +429,7 @@ class Hub implements Impl {
       for (const client of this.#clients) {
         if (!client.starving) continue;
         client.starving = false;
-        client.link.sendParts([new Uint8Array([NOTICE]), encode(["drained"])]).catch(() => {});
+        client.link.sendParts([new Uint8Array([NOTICE]), encode(["drained"])]);
       }
       return;
     }
@@ -423,7 +438,7 @@ class Hub implements Impl {
       if (client.starving || client.recalled || client.inflight.size === 0) continue;
       client.recalled = true;
       client.credit = 0;
-      client.link.sendParts([new Uint8Array([RECALL])]).catch(() => {});
+      client.link.sendParts([new Uint8Array([RECALL])]);
     }
   }
 
@@ -438,6 +453,7 @@ class Hub implements Impl {
   }
 
   put(data: Uint8Array, nowait: boolean, options?: WaitOptions): Promise<void> {
+    data = owned(data);
     if (this.maxsize <= 0 && !this.#shut) {
       this.#add(data);
       this.#pump();
@@ -675,11 +691,12 @@ class Remote implements Impl {
   #send(parts: Uint8Array[]): Promise<void> {
     const link = this.#link;
     if (link !== undefined) {
-      link.sendParts(parts).catch(() => {});
+      link.sendParts(parts);
       return link.pace() ?? Promise.resolve();
     }
     if (this.#lost !== undefined) return Promise.reject(this.#lost);
-    return this.#connecting!.then((ready) => ready.sendParts(parts));
+    const kept = parts.map(owned); // sent later: views of the codec's buffer would be stale
+    return this.#connecting!.then((ready) => ready.sendParts(kept));
   }
 
   #onLost(error: unknown): void {
@@ -794,7 +811,7 @@ class Remote implements Impl {
     this.#putAny = true;
     if (this.maxsize <= 0) return this.#send([OP_PUT, data]);
     const id = ++this.#nextCall;
-    const reply = this.#call(id, nowait ? "putNowait" : "put", data);
+    const reply = this.#call(id, nowait ? "putNowait" : "put", owned(data));
     if (nowait || (options?.timeout === undefined && options?.signal === undefined)) {
       return reply.then(() => {});
     }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decode, encode } from "../_codec.ts";
+import { decode, encode, encodeView } from "../_codec.ts";
 import {
   type DecodeContext,
   type EncodeContext,
@@ -674,4 +674,17 @@ Deno.test("encode() packs arrays of numbers and keeps every value", async (t) =>
     assert.throws(() => decode(badWidth), TypeError);
     assert.throws(() => decode(bytes.subarray(0, bytes.length - 1)), TypeError);
   });
+});
+
+Deno.test("encodeView() returns the bytes encode() would, in the codec's buffer", () => {
+  const value = [42, null, "hello", new Map([[1, { a: [1n] }]])];
+  const view = encodeView(value);
+  assert.deepEqual(view, encode(value));
+  const first = encodeView("first").slice();
+  const again = encodeView("first");
+  assert.deepEqual(again, first);
+  // The next encode reuses the buffer: a view is only good until then.
+  encodeView("other");
+  assert.notDeepEqual(again, first);
+  assert.deepEqual(decode(first), "first");
 });
