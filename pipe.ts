@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { decode, encode } from "./_codec.ts";
+import { decode, encodeView } from "./_codec.ts";
 import { hmacSha256, sameBytes } from "./_hmac.ts";
 import {
   type EncodeContext,
@@ -45,6 +45,17 @@ const LARGE = 1 << 16;
 interface Message {
   kind: number;
   data: Uint8Array;
+  /** `data` is a view of the codec's buffer: copy it to keep it past this turn. */
+  view?: boolean;
+}
+
+// Messages below this size are encoded into the codec's buffer and copied
+// once, into a frame or an inbox; larger ones get their own buffer.
+const VIEW_MAX = 1 << 14;
+
+/** The message, with bytes of its own. */
+function owned(message: Message): Message {
+  return message.view ? { kind: message.kind, data: message.data.slice() } : message;
 }
 
 /** Options of {@linkcode Connection.prototype.recv}. */
@@ -105,12 +116,12 @@ class PipeHub {
     const to = this.slots[1 - from]!;
     switch (to.t) {
       case "local":
-        return ends.push(to.end, message);
+        return ends.push(to.end, owned(message));
       case "remote":
         to.link.sendParts([OP[message.kind]!, message.data]);
         return to.link.pace();
       case "pending":
-        to.buffer.push(message);
+        to.buffer.push(owned(message));
         return undefined;
     }
   }
@@ -393,7 +404,8 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     const link = this.#link;
     if (link !== undefined) return this.#write(link, message);
     if (this.#connecting !== undefined) {
-      return this.#connecting.then((ready) => this.#write(ready, message));
+      const kept = owned(message);
+      return this.#connecting.then((ready) => this.#write(ready, kept));
     }
     if (this.#eof) return Promise.reject(new ValueError("Cannot send: the other end is closed"));
     return Promise.reject(new ValueError("Cannot send: the connection is not connected"));
@@ -440,8 +452,9 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     try {
       this.#check("send", "send");
       const context: EncodeContext = { commit: [] };
-      const data = encode(obj, context, "message");
-      const sent = this.#out({ kind: OBJ, data });
+      const view = encodeView(obj, context, "message");
+      const data = view.length < VIEW_MAX ? view : view.slice();
+      const sent = this.#out({ kind: OBJ, data, view: data === view });
       for (const commit of context.commit!) commit();
       return sent;
     } catch (error) {
