@@ -283,16 +283,15 @@ export async function offerLane(conn: Deno.Conn, dir: string): Promise<Lane | un
     files = undefined;
     name = new Uint8Array();
   }
+  let lane: Lane | undefined;
   try {
     await writeAll(conn, new Uint8Array([name.length, ...name]));
     const answer = files === undefined ? null : await readExactly(conn, 1);
-    if (files === undefined || answer?.[0] !== YES) {
-      for (const file of files ?? []) file.close();
-      return undefined;
-    }
     // Files 0 and 1 carry what this side writes; 2 and 3 what it reads.
-    return new Lane(conn, files as Files);
+    if (answer?.[0] === YES) lane = new Lane(conn, files as Files);
+    return lane;
   } finally {
+    if (lane === undefined) { for (const file of files ?? []) file.close(); }
     removeAll(paths);
   }
 }
@@ -312,6 +311,11 @@ export async function takeLane(conn: Deno.Conn): Promise<Lane | undefined> {
     await writeAll(conn, new Uint8Array([NO]));
     return undefined;
   }
-  await writeAll(conn, new Uint8Array([YES]));
+  try {
+    await writeAll(conn, new Uint8Array([YES]));
+  } catch (error) {
+    for (const file of files) file.close();
+    throw error;
+  }
   return new Lane(conn, files as Files);
 }
