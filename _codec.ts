@@ -426,7 +426,7 @@ function writeHandle(value: object, kind: HandleKind, id: number): void {
   writeByte(HANDLE_TAG);
   writeString(kind.name);
   const descriptor = kind.describe(value, handleContext ??= {});
-  handleContext.kinds?.add(kind.name);
+  handleContext.modules?.add(kind.module);
   try {
     writeValue(descriptor);
   } catch (error) {

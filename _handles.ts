@@ -24,8 +24,8 @@ export interface EncodeContext {
   shared?: SharedArrayBuffer[] | undefined;
   /** Permissions a `"process"` destination needs; handles add to it. */
   grants?: Grants | undefined;
-  /** The names of the handle kinds met, filled in by the codec. */
-  kinds?: Set<string> | undefined;
+  /** The modules of the handle kinds met, filled in by the codec. */
+  modules?: Set<string> | undefined;
   /** Run once the whole value is encoded and handed over (a moved end detaches). */
   commit?: (() => void)[] | undefined;
   /**
@@ -47,6 +47,12 @@ export interface DecodeContext {
 export interface HandleKind<T extends object = object, D = unknown> {
   /** A unique, stable name: it travels in the encoded bytes. */
   readonly name: string;
+  /**
+   * The module that makes this kind revivable once imported (the public
+   * module that registers it): a child imports it before its arguments are
+   * decoded, and only the modules of the kinds it is given.
+   */
+  readonly module: string;
   /** The descriptor that lets the receiver reach the same object. */
   describe(handle: T, context: EncodeContext): D;
   /** A working handle made from a descriptor. */

@@ -142,7 +142,7 @@ export class Lane implements ByteReader, ByteWriter {
     const space = this.#space;
     if (space === undefined) return;
     this.#space = undefined;
-    clearTimeout(space.timer);
+    if (space.timer !== undefined) clearTimeout(space.timer);
     space.resolve();
   }
 

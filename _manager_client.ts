@@ -333,7 +333,7 @@ export class Channel {
           }),
         ]);
       } finally {
-        clearTimeout(timer);
+        if (timer !== undefined) clearTimeout(timer);
         shaking.catch(() => {});
       }
     } catch (error) {
@@ -450,7 +450,7 @@ export class Channel {
     this.#pending.clear();
     for (const p of pending) p.reject(this.#closed);
     this.#queue = null;
-    clearTimeout(this.#idleTimer);
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
     this.#idleTimer = undefined;
     try {
       this.#conn?.close();
@@ -711,6 +711,8 @@ function validDescriptor(d: unknown): d is ProxyDescriptor {
 /** The handle kind of every manager proxy. */
 export const proxyKind = registerHandleKind<object, ProxyDescriptor>({
   name: "manager-proxy",
+  // Proxies are made by manager.ts's classes, which this module does not load.
+  module: new URL("./manager.ts", import.meta.url).href,
   describe(handle, context) {
     const ref = proxyRefs.get(handle);
     if (ref !== undefined) return ref.describe(context);

@@ -369,7 +369,7 @@ async function handshake(conn: Deno.Conn, authkey: Uint8Array): Promise<boolean>
   } catch {
     return false;
   } finally {
-    clearTimeout(timer);
+    if (timer !== undefined) clearTimeout(timer);
   }
 }
 

@@ -38,7 +38,7 @@ function waitFor(
     let timer: ReturnType<typeof setTimeout> | undefined;
     const done = (ok: boolean) => {
       list.delete(check);
-      clearTimeout(timer);
+      if (timer !== undefined) clearTimeout(timer);
       ctx.signal.removeEventListener("abort", onAbort);
       resolve(ok);
     };
@@ -715,7 +715,7 @@ export class SharedCondition implements Shared {
           sleeper.woken = true;
           const at = this.sleepers.indexOf(sleeper);
           if (at >= 0) this.sleepers.splice(at, 1);
-          clearTimeout(timer);
+          if (timer !== undefined) clearTimeout(timer);
           ctx.signal.removeEventListener("abort", onAbort);
           resolve(ok);
         };
@@ -789,7 +789,7 @@ export class SharedBarrier {
         if (this.waiting.includes(entry)) this.#break();
       };
       const cleanup = () => {
-        clearTimeout(timer);
+        if (timer !== undefined) clearTimeout(timer);
         ctx.signal.removeEventListener("abort", onAbort);
       };
       const entry = {

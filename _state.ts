@@ -46,8 +46,8 @@ export interface Boot {
   identity: number[];
   parent: { name: string; pid: number };
   startedAs: StartMethod;
-  /** Whether the arguments hold handles (their kinds' modules are loaded first). */
-  handles: boolean;
+  /** The modules of the handle kinds the arguments hold: loaded first. */
+  handles: string[];
   /** For a worker: a node:worker_threads one (a daemon) or a web Worker. */
   nodeWorker: boolean;
   exportName: string;

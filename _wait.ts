@@ -35,7 +35,7 @@ export function waitFor<T>(
     let timer: ReturnType<typeof setTimeout> | undefined;
     let unregister = () => {};
     const done = () => {
-      clearTimeout(timer);
+      if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
       unregister();
     };

@@ -1962,7 +1962,7 @@ export class Manager implements AsyncDisposable {
         channel.request(0, "shutdown", []).catch(() => {}),
         new Promise((resolve) => timer = setTimeout(resolve, 5_000)),
       ]);
-      clearTimeout(timer);
+      if (timer !== undefined) clearTimeout(timer);
     } catch { /* already unreachable */ }
     closeChannel(this.#endpoint, true);
     await process.join({ timeout: 5_000 });

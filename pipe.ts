@@ -195,6 +195,7 @@ interface EndDescriptor {
 
 const connectionKind: HandleKind<Connection<unknown, unknown>, EndDescriptor> = registerHandleKind({
   name: "connection",
+  module: import.meta.url,
   describe: (end, context) => ends.describe(end, context),
   revive: (descriptor) => ends.revive(descriptor),
 });
@@ -1026,7 +1027,7 @@ export class Listener implements AsyncDisposable {
       }
       return ends.overLink(link, true, true);
     } finally {
-      clearTimeout(timer);
+      if (timer !== undefined) clearTimeout(timer);
     }
   }
 

@@ -101,7 +101,7 @@ function waitFor<T>(
     const onAbort = () => reject(signal!.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
     promise.then(resolve, reject).finally(() => {
-      clearTimeout(timer);
+      if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
     });
   });
@@ -334,7 +334,7 @@ export class Pool implements AsyncDisposable {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const finish = () => {
         job.settled = true;
-        clearTimeout(timer);
+        if (timer !== undefined) clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
       };
       const job: Job = {

@@ -330,6 +330,7 @@ function reviving<T>(parts: Revived, make: () => T): T {
 
 const valueKind: HandleKind<Value, ValueDescriptor> = registerHandleKind({
   name: "mp-value",
+  module: import.meta.url,
   describe: (value, context) => {
     const { region, lock, typecode } = valueParts(value);
     return {
@@ -589,6 +590,7 @@ interface ArrayDescriptor extends ValueDescriptor {
 
 const arrayKind: HandleKind<SharedArray, ArrayDescriptor> = registerHandleKind({
   name: "mp-array",
+  module: import.meta.url,
   describe: (a, context) => {
     const { region, lock, typecode } = arrayParts(a);
     return {
@@ -832,6 +834,7 @@ interface MemoryDescriptor {
 
 const memoryKind: HandleKind<SharedMemory, MemoryDescriptor> = registerHandleKind({
   name: "mp-shared-memory",
+  module: import.meta.url,
   describe: (m, context) => {
     const { backing, sab, name } = memoryParts(m);
     let index = -1;

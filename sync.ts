@@ -322,6 +322,7 @@ function revive<T>(make: () => T, region: Region): T {
 
 const lockKind: HandleKind<Lock, MutexDescriptor> = registerHandleKind({
   name: "mp-lock",
+  module: import.meta.url,
   describe: (lock, context) => ({ region: coreOf(lock).region.describe(context, "a Lock") }),
   revive: (d, context) => revive(() => new Lock(REVIVED_REGION), reviveRegion(d.region, context)),
 });
@@ -422,6 +423,7 @@ export class RLock {
 
 const rlockKind: HandleKind<RLock, MutexDescriptor> = registerHandleKind({
   name: "mp-rlock",
+  module: import.meta.url,
   describe: (lock, context) => ({
     region: coreOf(lock).region.describe(context, "an RLock"),
   }),
@@ -605,6 +607,7 @@ interface SemaphoreDescriptor {
 
 const semaphoreKind: HandleKind<Semaphore, SemaphoreDescriptor> = registerHandleKind({
   name: "mp-semaphore",
+  module: import.meta.url,
   describe: (sem, context) => {
     const { region, bound } = semaphores.get(sem)!;
     return { region: region.describe(context, "a Semaphore"), bound };
@@ -728,6 +731,7 @@ export class Event {
 
 const eventKind: HandleKind<Event, { region: RegionDescriptor }> = registerHandleKind({
   name: "mp-event",
+  module: import.meta.url,
   describe: (event, context) => ({ region: events.get(event)!.describe(context, "an Event") }),
   revive: (d, context) => revive(() => new Event(REVIVED_REGION), reviveRegion(d.region, context)),
 });
@@ -1010,6 +1014,7 @@ export class Condition {
 const conditionKind: HandleKind<Condition, { region: RegionDescriptor; lock: Lock | RLock }> =
   registerHandleKind({
     name: "mp-condition",
+    module: import.meta.url,
     describe: (cond, context) => {
       const { region, lock } = conditions.get(cond)!;
       return { region: region.describe(context, "a Condition"), lock };
@@ -1286,6 +1291,7 @@ interface BarrierDescriptor {
 
 const barrierKind: HandleKind<Barrier, BarrierDescriptor> = registerHandleKind({
   name: "mp-barrier",
+  module: import.meta.url,
   describe: (barrier, context) => {
     const state = barriers.get(barrier)!;
     return {

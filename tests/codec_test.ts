@@ -424,6 +424,7 @@ const calls = { describe: 0, revive: 0 };
 
 const counterKind = registerHandleKind<Counter, { id: number; inner?: Counter }>({
   name: "test-codec-kind",
+  module: import.meta.url,
   describe(handle, context) {
     calls.describe++;
     context.commit?.push(() => {});
@@ -448,6 +449,7 @@ interface Wrapped {
 
 const bytesKind: HandleKind<Wrapped, Uint8Array> = registerHandleKind<Wrapped, Uint8Array>({
   name: "test-codec-bytes-kind",
+  module: import.meta.url,
   // A nested encode from inside an encode.
   describe: (handle) => encode(handle.payload),
   revive(descriptor): Wrapped {

@@ -12,6 +12,7 @@ export class Token {
 
 export const tokenKind: HandleKind<Token, { id: number }> = registerHandleKind({
   name: "test-token",
+  module: import.meta.url,
   describe: (token, context) => {
     context.grants?.read.add("/tmp/test-token-grant");
     return { id: token.id };
