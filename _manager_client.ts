@@ -3,7 +3,7 @@
 // "manager-proxy" handle kind. A request is [id, target, method, args] and its
 // answer [id, ok, value]; id 0 asks for no answer. Target 0 is the manager
 // itself (create, incref, decref, expose, lookup, cancel, shutdown).
-import { decode, encode } from "./_codec.ts";
+import { decode, encode, encodeView } from "./_codec.ts";
 import { hmacSha256, sameBytes } from "./_hmac.ts";
 import { type EncodeContext, registerHandleKind } from "./_handles.ts";
 import { type Lane, Spinner, takeLane } from "./_lane.ts";
@@ -483,7 +483,7 @@ export class Channel {
   }
 
   #send(frame: Uint8Array): void {
-    if (this.#queue !== null) this.#queue.push(frame);
+    if (this.#queue !== null) this.#queue.push(frame.slice());
     else this.#writer?.send(frame);
   }
 
@@ -500,7 +500,8 @@ export class Channel {
     const id = this.#nextId++;
     let frame: Uint8Array;
     try {
-      frame = encode([id, target, method, args], undefined, "the arguments");
+      // A view of the codec's buffer: #send() copies it before the next encode.
+      frame = encodeView([id, target, method, args], undefined, "the arguments");
     } catch (error) {
       return Promise.reject(error);
     }

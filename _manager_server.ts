@@ -3,7 +3,7 @@
 // HMAC challenge, then answers requests. It owns the objects and counts the
 // references to each; nothing received is run as code (the codec rebuilds
 // data only, and only listed methods can be called).
-import { decode, encode } from "./_codec.ts";
+import { decode, encode, encodeView } from "./_codec.ts";
 import { markHandleClass } from "./_handles.ts";
 import { type Lane, offerLane, Spinner } from "./_lane.ts";
 import { nextTurn } from "./_socket.ts";
@@ -223,7 +223,8 @@ class Client {
     if (id === 0 || this.closed) return;
     let bytes: Uint8Array;
     try {
-      bytes = encode([id, ok, value], undefined, "the result");
+      // A view of the codec's buffer: send() copies it into the frame at once.
+      bytes = encodeView([id, ok, value], undefined, "the result");
     } catch (error) {
       bytes = encode([id, false, error]);
     }

@@ -284,12 +284,12 @@ export class Link {
         this.#onIdle?.();
         if (this.#closed) break;
         if (!(await lane.waitBell())) {
+          // The other side closed: all it wrote is in the lane by now.
           this.#drain(lane);
           if (this.#failure !== undefined) throw this.#failure;
           if (this.#paused !== undefined) continue;
-          if (this.reader.nextBuffered() !== null || this.#closed) break;
-          // A frame cut short by the end of the stream is an error.
-          await this.reader.next();
+          // Every whole frame was handed over: bytes left are a frame cut short (an error).
+          if (!this.#closed) await this.reader.next();
           break;
         }
       }
