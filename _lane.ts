@@ -55,20 +55,16 @@ export class Spinner {
   }
 }
 
-/** The files of one side: the two it writes, then the two it reads. */
-type Files = [Deno.FsFile, Deno.FsFile, Deno.FsFile, Deno.FsFile];
-
-/** Both directions of a connection moved into files; see the module comment. */
-export class Lane implements ByteReader, ByteWriter {
+/**
+ * What a link needs of a lane: reads and writes that never wait, and the
+ * socket's bells to wait on. {@linkcode Lane} keeps the bytes in files (any
+ * two processes); {@linkcode SabLane} in a SharedArrayBuffer (a parent and its
+ * worker: no system call at all).
+ */
+export abstract class LaneBase implements ByteReader, ByteWriter {
   #conn: Deno.Conn;
-  #files: Files;
-  #out = 0; // which of files[0..1] the writer fills
-  #outSize = 0;
-  #in = 2; // which of files[2..3] the reader reads
-  #inRead = 0;
   #bells = new Uint8Array(256);
   #bellsInFlight = 0;
-  #parked: Uint8Array | undefined; // a write waiting for the reader
   #ringAgain = false;
   #ended = false;
   #closed = false;
@@ -76,56 +72,51 @@ export class Lane implements ByteReader, ByteWriter {
     | { promise: Promise<void>; resolve: () => void; timer: ReturnType<typeof setTimeout> }
     | undefined;
 
-  constructor(conn: Deno.Conn, files: Files) {
+  constructor(conn: Deno.Conn) {
     this.#conn = conn;
-    this.#files = files;
   }
 
-  /** Writes all of `p` (no copy is kept), then rings the bell. */
-  write(p: Uint8Array): Promise<number> {
-    if (this.#closed) return Promise.reject(new Error("Cannot write: the lane is closed"));
-    if (this.#outSize >= SWITCH && !this.#moveOn() && this.#outSize + p.length > LIMIT) {
-      this.#parked = p;
-      return this.#waitForSpace().then(() => {
-        this.#parked = undefined;
-        return this.write(p);
-      });
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Writes what fits now (0 when the reader must catch up first) and rings. */
+  writeNow(p: Uint8Array): number {
+    if (this.#closed) throw new Error("Cannot write: the lane is closed");
+    if (p.length === 0) return 0;
+    const n = this.put(p);
+    if (n > 0) this.ring();
+    return n;
+  }
+
+  /** Writes all of `p`, waiting for the reader when it is far behind. */
+  async write(p: Uint8Array): Promise<number> {
+    for (let at = 0; at < p.length;) {
+      const n = this.writeNow(p.subarray(at));
+      if (n === 0) await this.space();
+      at += n;
     }
-    this.#append(p);
-    this.#ring();
-    return Promise.resolve(p.length);
+    return p.length;
   }
 
-  #append(p: Uint8Array): void {
-    const file = this.#files[this.#out]!;
-    for (let at = 0; at < p.length;) at += file.writeSync(p.subarray(at));
-    this.#outSize += p.length;
-  }
+  /** Takes bytes of `p` into the lane if there is room: how many. */
+  protected abstract put(p: Uint8Array): number;
+
+  /** Reads what is there into `p` without waiting: 0 when nothing is. */
+  abstract readNow(p: Uint8Array): number;
 
   /**
-   * Writes at once, past the size limit: for the last writes of a program
-   * that is exiting (its reader sees the end when the socket closes).
+   * Writes at once, past the size limit where there is one: for the last
+   * writes of a program that is exiting (its reader sees the end when the
+   * socket closes).
    */
-  writeAtExit(p: Uint8Array): void {
-    if (this.#closed) return;
-    if (this.#parked !== undefined) this.#append(this.#parked);
-    this.#parked = undefined;
-    this.#append(p);
-  }
+  abstract writeAtExit(p: Uint8Array): void;
 
-  // Moves to the other file if the reader has emptied it.
-  #moveOn(): boolean {
-    const other = this.#files[1 - this.#out]!;
-    if (other.statSync().size !== 0) return false;
-    other.seekSync(0, Deno.SeekMode.Start);
-    this.#out = 1 - this.#out;
-    this.#outSize = 0;
-    return true;
-  }
-
-  // Settles when the reader may have emptied a file: at a bell from the
-  // other side, or after a millisecond (the other side may not be reading).
-  #waitForSpace(): Promise<void> {
+  /**
+   * Settles when the reader may have made room: at a bell from the other
+   * side, or after a millisecond (the other side may not be reading bells).
+   */
+  space(): Promise<void> {
     let space = this.#space;
     if (space === undefined) {
       let resolve!: () => void;
@@ -142,7 +133,7 @@ export class Lane implements ByteReader, ByteWriter {
     const space = this.#space;
     if (space === undefined) return;
     this.#space = undefined;
-    if (space.timer !== undefined) clearTimeout(space.timer);
+    clearTimeout(space.timer);
     space.resolve();
   }
 
@@ -150,7 +141,7 @@ export class Lane implements ByteReader, ByteWriter {
   // spinning program turns its event loop rarely, and the write reaches the
   // socket when it is made. Past a few unsettled bells the reader is not
   // reading them (it is busy, so awake): one more follows when they settle.
-  #ring(): void {
+  protected ring(): void {
     if (this.#bellsInFlight >= MAX_BELLS) {
       this.#ringAgain = true;
       return;
@@ -160,36 +151,11 @@ export class Lane implements ByteReader, ByteWriter {
       this.#bellsInFlight--;
       if (this.#ringAgain && !this.#closed) {
         this.#ringAgain = false;
-        this.#ring();
+        this.ring();
       }
     }, () => {
       this.#bellsInFlight--;
     });
-  }
-
-  /** Reads what is there into `p` without waiting: 0 when nothing is. */
-  readNow(p: Uint8Array): number {
-    if (this.#closed || p.length === 0) return 0;
-    const file = this.#files[this.#in]!;
-    let n = file.readSync(p) ?? 0;
-    if (n > 0 || this.#inRead < SWITCH) {
-      this.#inRead += n;
-      return n;
-    }
-    const other = this.#files[5 - this.#in]!;
-    if (other.statSync().size === 0) return 0;
-    // The writer moved on, after its last write here: read that first.
-    n = file.readSync(p) ?? 0;
-    if (n > 0) {
-      this.#inRead += n;
-      return n;
-    }
-    file.truncateSync(0);
-    file.seekSync(0, Deno.SeekMode.Start);
-    this.#in = 5 - this.#in;
-    this.#inRead = 0;
-    this.#ring(); // a writer may be waiting for the file just emptied
-    return this.readNow(p);
   }
 
   /** Waits for a bell: false once the other side has closed. */
@@ -216,17 +182,188 @@ export class Lane implements ByteReader, ByteWriter {
     }
   }
 
-  /** Closes the files (the caller closes the socket). */
+  /** Stops using the lane (the caller closes the socket). */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#wakeWriter();
+    this.release();
+  }
+
+  /** Frees what the lane holds. */
+  protected abstract release(): void;
+}
+
+/** The files of one side: the two it writes, then the two it reads. */
+type Files = [Deno.FsFile, Deno.FsFile, Deno.FsFile, Deno.FsFile];
+
+/** Both directions of a connection moved into files; see the module comment. */
+export class Lane extends LaneBase {
+  #files: Files;
+  #out = 0; // which of files[0..1] the writer fills
+  #outSize = 0;
+  #in = 2; // which of files[2..3] the reader reads
+  #inRead = 0;
+
+  constructor(conn: Deno.Conn, files: Files) {
+    super(conn);
+    this.#files = files;
+  }
+
+  protected put(p: Uint8Array): number {
+    if (this.#outSize >= SWITCH && !this.#moveOn() && this.#outSize + p.length > LIMIT) {
+      return 0;
+    }
+    this.#append(p);
+    return p.length;
+  }
+
+  #append(p: Uint8Array): void {
+    const file = this.#files[this.#out]!;
+    for (let at = 0; at < p.length;) at += file.writeSync(p.subarray(at));
+    this.#outSize += p.length;
+  }
+
+  writeAtExit(p: Uint8Array): void {
+    if (!this.closed) this.#append(p);
+  }
+
+  // Moves to the other file if the reader has emptied it.
+  #moveOn(): boolean {
+    const other = this.#files[1 - this.#out]!;
+    if (other.statSync().size !== 0) return false;
+    other.seekSync(0, Deno.SeekMode.Start);
+    this.#out = 1 - this.#out;
+    this.#outSize = 0;
+    return true;
+  }
+
+  readNow(p: Uint8Array): number {
+    if (this.closed || p.length === 0) return 0;
+    const file = this.#files[this.#in]!;
+    let n = file.readSync(p) ?? 0;
+    if (n > 0 || this.#inRead < SWITCH) {
+      this.#inRead += n;
+      return n;
+    }
+    const other = this.#files[5 - this.#in]!;
+    if (other.statSync().size === 0) return 0;
+    // The writer moved on, after its last write here: read that first.
+    n = file.readSync(p) ?? 0;
+    if (n > 0) {
+      this.#inRead += n;
+      return n;
+    }
+    file.truncateSync(0);
+    file.seekSync(0, Deno.SeekMode.Start);
+    this.#in = 5 - this.#in;
+    this.#inRead = 0;
+    this.ring(); // a writer may be waiting for the file just emptied
+    return this.readNow(p);
+  }
+
+  protected release(): void {
     for (const file of this.#files) {
       try {
         file.close();
       } catch { /* closed */ }
     }
   }
+}
+
+// A SharedArrayBuffer lane: one ring per direction, each an Int32 header
+// (bytes written, bytes read, whether the writer waits for room; counts wrap
+// at 2^32) and RING bytes of data.
+const RING = 1 << 18;
+const HEADER_BYTES = 16;
+const WRITTEN = 0;
+const READ = 1;
+const WAITING = 2;
+
+/** Memory for a {@linkcode SabLane}: both directions. */
+export function sabLaneMemory(): SharedArrayBuffer {
+  return new SharedArrayBuffer(2 * (HEADER_BYTES + RING));
+}
+
+/**
+ * Both directions of a connection between a parent and its worker, in a
+ * SharedArrayBuffer: each side writes one ring and reads the other. Side 0 is
+ * the one that accepted the connection.
+ */
+export class SabLane extends LaneBase {
+  #outHeader: Int32Array;
+  #outData: Uint8Array;
+  #inHeader: Int32Array;
+  #inData: Uint8Array;
+  #written = 0;
+  #read = 0;
+
+  constructor(conn: Deno.Conn, memory: SharedArrayBuffer, side: 0 | 1) {
+    super(conn);
+    const ring = (direction: number) => {
+      const at = direction * (HEADER_BYTES + RING);
+      return [
+        new Int32Array(memory, at, HEADER_BYTES / 4),
+        new Uint8Array(memory, at + HEADER_BYTES, RING),
+      ] as const;
+    };
+    [this.#outHeader, this.#outData] = ring(side);
+    [this.#inHeader, this.#inData] = ring(1 - side);
+  }
+
+  protected put(p: Uint8Array): number {
+    let room = RING - ((this.#written - Atomics.load(this.#outHeader, READ)) >>> 0);
+    if (room === 0) {
+      // Say we wait, then look again: the reader checks the flag after it reads.
+      Atomics.store(this.#outHeader, WAITING, 1);
+      room = RING - ((this.#written - Atomics.load(this.#outHeader, READ)) >>> 0);
+      if (room === 0) return 0;
+    }
+    const n = Math.min(room, p.length);
+    const at = this.#written % RING;
+    const first = Math.min(n, RING - at);
+    this.#outData.set(p.subarray(0, first), at);
+    if (first < n) this.#outData.set(p.subarray(first, n), 0);
+    this.#written = (this.#written + n) >>> 0;
+    Atomics.store(this.#outHeader, WRITTEN, this.#written | 0);
+    return n;
+  }
+
+  writeAtExit(p: Uint8Array): void {
+    // Wait (synchronously, a while) for the reader to make room; ring so a
+    // sleeping reader wakes.
+    const deadline = performance.now() + 2_000;
+    for (let at = 0; at < p.length && !this.closed;) {
+      const n = this.put(p.subarray(at));
+      at += n;
+      if (n > 0) this.ring();
+      else {
+        if (performance.now() > deadline) return;
+        Atomics.wait(this.#outHeader, READ, Atomics.load(this.#outHeader, READ), 5);
+      }
+    }
+  }
+
+  readNow(p: Uint8Array): number {
+    if (this.closed || p.length === 0) return 0;
+    const available = (Atomics.load(this.#inHeader, WRITTEN) - this.#read) >>> 0;
+    if (available === 0) return 0;
+    const n = Math.min(available, p.length);
+    const at = this.#read % RING;
+    const first = Math.min(n, RING - at);
+    p.set(this.#inData.subarray(at, at + first));
+    if (first < n) p.set(this.#inData.subarray(0, n - first), first);
+    this.#read = (this.#read + n) >>> 0;
+    Atomics.store(this.#inHeader, READ, this.#read | 0);
+    Atomics.notify(this.#inHeader, READ);
+    if (Atomics.load(this.#inHeader, WAITING) === 1) {
+      Atomics.store(this.#inHeader, WAITING, 0);
+      this.ring(); // the writer waits for this room
+    }
+    return n;
+  }
+
+  protected release(): void {}
 }
 
 function openAll(paths: string[], create: boolean): Deno.FsFile[] {
@@ -260,7 +397,8 @@ async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array | nul
   return out;
 }
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+/** Writes all of `bytes` to a socket. */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
 }
 

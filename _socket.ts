@@ -4,7 +4,15 @@
 // Link is one framed connection: a read loop, a coalescing writer, and ref
 // counting so an idle link does not keep the event loop alive.
 import { decode, encode } from "./_codec.ts";
-import { type Lane, offerLane, Spinner, takeLane } from "./_lane.ts";
+import {
+  type LaneBase,
+  offerLane,
+  SabLane,
+  sabLaneMemory,
+  Spinner,
+  takeLane,
+  writeAll,
+} from "./_lane.ts";
 import { atExit, self } from "./_state.ts";
 import { FrameReader, FrameWriter, handled } from "./_wire.ts";
 
@@ -116,12 +124,53 @@ async function acceptLoop(server: Deno.Listener): Promise<void> {
     } catch {
       return; // closed
     }
-    offerLane(conn, dir!).then((lane) => routeLink(new Link(conn, lane)), () => {
+    laneFor(conn).then((lane) => routeLink(new Link(conn, lane)), () => {
       try {
         conn.close();
       } catch { /* closed */ }
     });
   }
+}
+
+// The first byte a connecting side sends: it wants a file lane, or it has a
+// SharedArrayBuffer lane (a token follows).
+const WANT_FILES = 0x46;
+const HAS_MEMORY = 0x53;
+
+/** Lane memory made for a worker, by token, until the worker connects. */
+const memories = new Map<string, SharedArrayBuffer>();
+
+/**
+ * Makes lane memory for a connection a worker will make to this process:
+ * the memory travels in the worker's start message, the token in its
+ * descriptor. `forget` drops it if the worker never connects.
+ */
+export function laneMemory(): { token: string; memory: SharedArrayBuffer; forget(): void } {
+  const token = crypto.randomUUID();
+  const memory = sabLaneMemory();
+  memories.set(token, memory);
+  return { token, memory, forget: () => memories.delete(token) };
+}
+
+async function laneFor(conn: Deno.Conn): Promise<LaneBase | undefined> {
+  conn.unref(); // a client that never speaks must not keep this program alive
+  const first = new Uint8Array(2);
+  if (await conn.read(first.subarray(0, 1)) !== 1) throw new Error("closed");
+  if (first[0] === WANT_FILES) return await offerLane(conn, dir!);
+  if (first[0] !== HAS_MEMORY || await conn.read(first.subarray(1, 2)) !== 1) {
+    throw new Error("not a link");
+  }
+  const token = new Uint8Array(first[1]!);
+  for (let at = 0; at < token.length;) {
+    const n = await conn.read(token.subarray(at));
+    if (n === null) throw new Error("closed");
+    at += n;
+  }
+  const key = new TextDecoder().decode(token);
+  const memory = memories.get(key);
+  if (memory === undefined) throw new Error("no such lane");
+  memories.delete(key);
+  return new SabLane(conn, memory, 0);
 }
 
 function routeLink(link: Link): void {
@@ -144,11 +193,22 @@ function routeLink(link: Link): void {
 }
 
 /** Connects to an owner, sends the hello frame, and returns the link. */
-export async function connectTo(path: string, hello: unknown[]): Promise<Link> {
+export async function connectTo(
+  path: string,
+  hello: unknown[],
+  memory?: { token: string; memory: SharedArrayBuffer },
+): Promise<Link> {
   const conn = await Deno.connect({ transport: "unix", path });
-  let lane: Lane | undefined;
+  let lane: LaneBase | undefined;
   try {
-    lane = await takeLane(conn);
+    if (memory !== undefined) {
+      const token = new TextEncoder().encode(memory.token);
+      await writeAll(conn, new Uint8Array([HAS_MEMORY, token.length, ...token]));
+      lane = new SabLane(conn, memory.memory, 1);
+    } else {
+      await writeAll(conn, new Uint8Array([WANT_FILES]));
+      lane = await takeLane(conn);
+    }
   } catch (error) {
     conn.close();
     throw error;
@@ -232,12 +292,12 @@ export class Link {
   #resume: (() => void) | undefined;
   #ended = false;
 
-  readonly lane: Lane | undefined;
+  readonly lane: LaneBase | undefined;
   #handedOut = false;
   #failure: unknown = undefined;
   #spinner = new Spinner();
 
-  constructor(conn: Deno.Conn, lane?: Lane) {
+  constructor(conn: Deno.Conn, lane?: LaneBase) {
     this.conn = conn;
     this.lane = lane;
     this.reader = new FrameReader(lane ?? conn);
@@ -270,7 +330,7 @@ export class Link {
 
   // With a lane, frames are read without waiting whenever something polls
   // (see spin); the loop itself waits only for bells.
-  async #laneLoop(lane: Lane): Promise<void> {
+  async #laneLoop(lane: LaneBase): Promise<void> {
     let error: unknown;
     try {
       for (;;) {
@@ -302,7 +362,7 @@ export class Link {
   }
 
   // Hands over every whole frame the lane has now; stops when paused.
-  #drain(lane: Lane): void {
+  #drain(lane: LaneBase): void {
     if (this.#failure !== undefined) return;
     const reader = this.reader;
     try {

@@ -11,6 +11,13 @@ export interface ByteReader {
 /** The part of `Deno.Conn` / a child's stdin a writer needs. */
 export interface ByteWriter {
   write(p: Uint8Array): Promise<number>;
+  /**
+   * Writes what fits without waiting (a lane): how many bytes. With it, a
+   * writer knows at every moment what has been written.
+   */
+  writeNow?(p: Uint8Array): number;
+  /** With writeNow: settles when there may be room again. */
+  space?(): Promise<void>;
 }
 
 /** Frames above this size are refused as corrupt unless a reader allows more. */
@@ -302,23 +309,35 @@ export class FrameWriter {
     const chunks = this.#chunks;
     this.#chunks = [];
     this.#pendingBytes = 0;
-    const writing = this.#writeAll(chunks).then(() => {
-      this.#inFlight = undefined;
+    const writing: Promise<void> = this.#writeAll(chunks).then(() => {
+      if (this.#inFlight === writing) this.#inFlight = undefined;
       this.#wakeProgress();
     });
     this.#inFlight = writing;
     return writing;
   }
 
-  // The chunks being written, and which of them is at the sink now.
+  // The chunks being written, which of them is at the sink, and how much of
+  // it is written (exact with a writeNow sink).
   #current: Uint8Array[] | undefined;
   #at = 0;
+  #offset = 0;
 
   async #writeAll(chunks: Uint8Array[]): Promise<void> {
+    const sink = this.#sink;
     this.#current = chunks;
     for (this.#at = 0; this.#at < chunks.length; this.#at++) {
       const chunk = chunks[this.#at]!;
-      for (let at = 0; at < chunk.length;) at += await this.#sink.write(chunk.subarray(at));
+      this.#offset = 0;
+      while (this.#offset < chunk.length) {
+        if (sink.writeNow !== undefined) {
+          const n = sink.writeNow(chunk.subarray(this.#offset));
+          this.#offset += n;
+          if (n === 0) await sink.space!();
+        } else {
+          this.#offset += await sink.write(chunk.subarray(this.#offset));
+        }
+      }
     }
     this.#current = undefined;
   }
@@ -334,10 +353,13 @@ export class FrameWriter {
    * over a sink that writes synchronously (a lane).
    */
   flushAtExit(write: (p: Uint8Array) => void): void {
-    // The chunk at the sink is its business (written, or parked there).
+    // What a write in progress has not written yet, then what is queued.
     const current = this.#current;
     this.#current = undefined;
-    if (current !== undefined) { for (const chunk of current.slice(this.#at + 1)) write(chunk); }
+    if (current !== undefined && this.#at < current.length) {
+      write(current[this.#at]!.subarray(this.#offset));
+      for (const chunk of current.slice(this.#at + 1)) write(chunk);
+    }
     this.#seal();
     const chunks = this.#chunks;
     this.#chunks = [];
@@ -350,7 +372,10 @@ export class FrameWriter {
    * turn, unless a write is in flight: for a caller about to wait for a reply.
    */
   flushNow(): void {
-    if (this.#flushing === null || this.#inFlight !== undefined) return;
+    if (this.#flushing === null) return;
+    // A lane write in flight is done but for its promise, unless it waits for room.
+    const busy = this.#sink.writeNow === undefined || this.#current !== undefined;
+    if (this.#inFlight !== undefined && busy) return;
     this.#seal();
     if (this.#chunks.length > 0) this.#writeQueued().catch(() => {/* #flush reports it */});
   }

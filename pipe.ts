@@ -19,12 +19,21 @@
 import { decode, encodeView } from "./_codec.ts";
 import { hmacSha256, sameBytes } from "./_hmac.ts";
 import {
+  type DecodeContext,
   type EncodeContext,
   type HandleKind,
   markHandleClass,
   registerHandleKind,
 } from "./_handles.ts";
-import { connectTo, exportRoute, grantSocket, Link, newId, unexportRoute } from "./_socket.ts";
+import {
+  connectTo,
+  exportRoute,
+  grantSocket,
+  laneMemory,
+  Link,
+  newId,
+  unexportRoute,
+} from "./_socket.ts";
 import { waitFor } from "./_wait.ts";
 import {
   AuthenticationError,
@@ -93,7 +102,7 @@ let makeListener: (address: Address, key: Uint8Array | undefined) => Listener;
 let ends: {
   local(hub: PipeHub, slot: number, readable: boolean, writable: boolean): Connection;
   overLink(link: Link | Promise<Link>, readable: boolean, writable: boolean): Connection;
-  revive(descriptor: EndDescriptor): Connection;
+  revive(descriptor: EndDescriptor, context: DecodeContext): Connection;
   push(end: Connection, message: Message): Promise<void> | undefined;
   eof(end: Connection): void;
   setFeeder(end: Connection, link: Link): void;
@@ -191,13 +200,16 @@ interface EndDescriptor {
   slot: number;
   readable: boolean;
   writable: boolean;
+  /** For a worker: the index of its lane memory among the shared buffers, and its token. */
+  memory?: number;
+  token?: string;
 }
 
 const connectionKind: HandleKind<Connection<unknown, unknown>, EndDescriptor> = registerHandleKind({
   name: "connection",
   module: import.meta.url,
   describe: (end, context) => ends.describe(end, context),
-  revive: (descriptor) => ends.revive(descriptor),
+  revive: (descriptor, context) => ends.revive(descriptor, context),
 });
 
 /**
@@ -229,7 +241,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     ends = {
       local: (hub, slot, readable, writable) => Connection.#local(hub, slot, readable, writable),
       overLink: (link, readable, writable) => Connection.#overLink(link, readable, writable),
-      revive: (descriptor) => Connection.#revive(descriptor),
+      revive: (descriptor, context) => Connection.#revive(descriptor, context),
       push: (end, message) => end.#push(message),
       eof: (end) => end.#endOfStream(),
       setFeeder: (end, link) => end.#setFeeder(link),
@@ -311,9 +323,13 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     return end;
   }
 
-  static #revive(descriptor: EndDescriptor): Connection<unknown, unknown> {
-    const { path, id, slot, readable, writable } = descriptor;
-    return Connection.#overLink(connectTo(path, [id, slot]), readable, writable);
+  static #revive(descriptor: EndDescriptor, context: DecodeContext): Connection<unknown, unknown> {
+    const { path, id, slot, readable, writable, memory, token } = descriptor;
+    const shared = memory === undefined ? undefined : context.shared?.[memory];
+    const lane = shared !== undefined && token !== undefined
+      ? { token, memory: shared }
+      : undefined;
+    return Connection.#overLink(connectTo(path, [id, slot], lane), readable, writable);
   }
 
   #useLink(link: Link): void {
@@ -800,7 +816,27 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     else queueMicrotask(commit);
     // The child this end went to died before it connected: it never will.
     context.lost?.push(() => target.abandon(targetSlot));
-    return { path, id: hub.id, slot, readable: this.#readable, writable: this.#writable };
+    const descriptor: EndDescriptor = {
+      path,
+      id: hub.id,
+      slot,
+      readable: this.#readable,
+      writable: this.#writable,
+    };
+    if (context.shared !== undefined) {
+      // A worker: its link to the hub gets lane memory, sent beside the bytes.
+      const lane = laneMemory();
+      descriptor.memory = context.shared.push(lane.memory) - 1;
+      descriptor.token = lane.token;
+      context.lost?.push(lane.forget);
+      // An encode that fails later drops its commit hooks: drop the memory then.
+      const mark = () => {};
+      context.commit?.push(mark);
+      queueMicrotask(() => {
+        if (!context.commit?.includes(mark)) lane.forget();
+      });
+    }
+    return descriptor;
   }
 
   #moveTo(hub: PipeHub, slot: number): void {

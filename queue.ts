@@ -687,6 +687,9 @@ class Remote implements Impl {
     view.setUint32(1, taken.length, true);
     for (let i = 0; i < taken.length; i++) view.setFloat64(5 + 8 * i, taken[i]!, true);
     this.#send([frame]);
+    // Written now, not at the next turn: an ack must reach the hub before
+    // anything this program sends afterwards on another connection.
+    this.#link?.writer.flushNow();
   };
 
   #send(parts: Uint8Array[]): Promise<void> {

@@ -1,19 +1,20 @@
-// The lane under a local socket: order and content across file switches, the
-// end of the stream, backpressure, cleanup, and falling back to the socket.
+// The lanes under a local socket (files, and a SharedArrayBuffer): order and
+// content across file switches and ring wraps, the end of the stream,
+// backpressure, writes at exit, cleanup, and falling back to the socket.
 import assert from "node:assert/strict";
-import { Lane, offerLane, takeLane } from "../_lane.ts";
+import { Lane, type LaneBase, offerLane, SabLane, sabLaneMemory, takeLane } from "../_lane.ts";
 import { within } from "./testdata/helpers.ts";
 
 interface Pair {
-  server: Lane | undefined;
-  client: Lane | undefined;
+  server: LaneBase | undefined;
+  client: LaneBase | undefined;
   serverConn: Deno.Conn;
   clientConn: Deno.Conn;
   dir: string;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-async function pair(laneDir?: string): Promise<Pair> {
+async function pair(laneDir?: string, kind: "files" | "memory" = "files"): Promise<Pair> {
   const dir = Deno.makeTempDirSync({ prefix: "seed-mp-lane-test-" });
   const listener = Deno.listen({ transport: "unix", path: `${dir}/s.sock` });
   const [serverConn, clientConn] = await Promise.all([
@@ -24,10 +25,14 @@ async function pair(laneDir?: string): Promise<Pair> {
   // The offering side waits unref'd (a silent client must not keep a program
   // alive); this timer keeps the test alive meanwhile.
   const keepAlive = setInterval(() => {}, 1000);
-  const [server, client] = await Promise.all([
-    offerLane(serverConn, laneDir ?? dir),
-    takeLane(clientConn),
-  ]).finally(() => clearInterval(keepAlive));
+  const memory = sabLaneMemory();
+  const [server, client] = kind === "memory"
+    ? [new SabLane(serverConn, memory, 0), new SabLane(clientConn, memory, 1)]
+    : await Promise.all([
+      offerLane(serverConn, laneDir ?? dir),
+      takeLane(clientConn),
+    ]).finally(() => clearInterval(keepAlive));
+  clearInterval(keepAlive);
   return {
     server,
     client,
@@ -59,7 +64,7 @@ function pattern(length: number, seed: number): Uint8Array {
   return out;
 }
 
-async function readAll(lane: Lane, length: number): Promise<Uint8Array> {
+async function readAll(lane: LaneBase, length: number): Promise<Uint8Array> {
   const out = new Uint8Array(length);
   let at = 0;
   while (at < length) {
@@ -77,45 +82,49 @@ Deno.test("lane: both sides take it, and its files are gone once they have", asy
   assert.deepEqual([...Deno.readDirSync(p.dir)].map((e) => e.name), []);
 });
 
-Deno.test("lane: bytes arrive whole and in order across many file switches", async () => {
-  await using p = await pair();
-  // 6 MiB in uneven writes: several moves between the two files.
-  const sizes = [1, 7, 65_536, 1 << 20, 3, 300_001, 2 << 20, 12_345, 1 << 20, 999_999];
-  const total = sizes.reduce((a, b) => a + b, 0);
-  const data = pattern(total, 7);
-  // Each write is read before the next, so the writer moves between the two
-  // files each time one passes 1 MiB.
-  let at = 0;
-  for (const size of sizes) {
-    assert.equal(await p.server!.write(data.subarray(at, at + size)), size);
-    const got = await within(20_000, "lane bytes", readAll(p.client!, size));
-    assert.deepEqual(got, data.subarray(at, at + size));
-    at += size;
-  }
-});
+for (const kind of ["files", "memory"] as const) {
+  Deno.test(`lane (${kind}): bytes arrive whole and in order across file switches and ring wraps`, async () => {
+    await using p = await pair(undefined, kind);
+    // 6 MiB in uneven writes: several moves between the two files.
+    const sizes = [1, 7, 65_536, 1 << 20, 3, 300_001, 2 << 20, 12_345, 1 << 20, 999_999];
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const data = pattern(total, 7);
+    // Each write is read before the next, so the writer moves between the two
+    // files each time one passes 1 MiB.
+    let at = 0;
+    for (const size of sizes) {
+      // Written and read at once: a ring smaller than the write needs both.
+      const writing = p.server!.write(data.subarray(at, at + size));
+      const got = await within(20_000, "lane bytes", readAll(p.client!, size));
+      assert.equal(await writing, size);
+      assert.deepEqual(got, data.subarray(at, at + size));
+      at += size;
+    }
+  });
 
-Deno.test("lane: both directions at once", async () => {
-  await using p = await pair();
-  const a = pattern(3 << 20, 1), b = pattern(3 << 20, 2);
-  const fromServer = readAll(p.client!, a.length);
-  const fromClient = readAll(p.server!, b.length);
-  for (let i = 0; i < a.length; i += 50_000) {
-    await p.server!.write(a.subarray(i, i + 50_000));
-    await p.client!.write(b.subarray(i, i + 50_000));
-  }
-  assert.deepEqual(await within(20_000, "server to client", fromServer), a);
-  assert.deepEqual(await within(20_000, "client to server", fromClient), b);
-});
+  Deno.test(`lane (${kind}): both directions at once`, async () => {
+    await using p = await pair(undefined, kind);
+    const a = pattern(3 << 20, 1), b = pattern(3 << 20, 2);
+    const fromServer = readAll(p.client!, a.length);
+    const fromClient = readAll(p.server!, b.length);
+    for (let i = 0; i < a.length; i += 50_000) {
+      await p.server!.write(a.subarray(i, i + 50_000));
+      await p.client!.write(b.subarray(i, i + 50_000));
+    }
+    assert.deepEqual(await within(20_000, "server to client", fromServer), a);
+    assert.deepEqual(await within(20_000, "client to server", fromClient), b);
+  });
 
-Deno.test("lane: the reader sees the end after everything written", async () => {
-  await using p = await pair();
-  const data = pattern(100_000, 3);
-  await p.server!.write(data);
-  p.serverConn.close();
-  p.server!.close();
-  assert.deepEqual(await readAll(p.client!, data.length), data);
-  assert.equal(await p.client!.read(new Uint8Array(16)), null);
-});
+  Deno.test(`lane (${kind}): the reader sees the end after everything written`, async () => {
+    await using p = await pair(undefined, kind);
+    const data = pattern(100_000, 3);
+    await p.server!.write(data);
+    p.serverConn.close();
+    p.server!.close();
+    assert.deepEqual(await readAll(p.client!, data.length), data);
+    assert.equal(await p.client!.read(new Uint8Array(16)), null);
+  });
+}
 
 Deno.test("lane: a writer far ahead of its reader waits for it", async () => {
   await using p = await pair();
@@ -148,3 +157,28 @@ Deno.test("lane: no lane when the files cannot be made; the socket carries on", 
   assert.equal(await p.clientConn.read(buf), 1);
   assert.equal(buf[0], 9);
 });
+
+Deno.test("lane (memory): a writer a ring ahead of its reader waits for it", async () => {
+  await using p = await pair(undefined, "memory");
+  const data = pattern(1 << 20, 5);
+  // The ring holds 256 KiB: the write cannot finish until the reader reads.
+  let done = false;
+  const writing = p.server!.write(data).then(() => done = true);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(done, false, "the write finished with nobody reading");
+  const got = await within(20_000, "the reader", readAll(p.client!, data.length));
+  await within(20_000, "the writer", writing);
+  assert.deepEqual(got, data);
+});
+
+for (const kind of ["files", "memory"] as const) {
+  Deno.test(`lane (${kind}): what is written at exit arrives`, async () => {
+    await using p = await pair(undefined, kind);
+    const data = pattern(100_000, 6);
+    p.server!.writeAtExit(data);
+    p.serverConn.close();
+    p.server!.close();
+    assert.deepEqual(await readAll(p.client!, data.length), data);
+    assert.equal(await p.client!.read(new Uint8Array(16)), null);
+  });
+}
