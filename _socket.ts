@@ -4,6 +4,7 @@
 // Link is one framed connection: a read loop, a coalescing writer, and ref
 // counting so an idle link does not keep the event loop alive.
 import { decode, encode } from "./_codec.ts";
+import type { DecodeContext, EncodeContext } from "./_handles.ts";
 import {
   type LaneBase,
   offerLane,
@@ -140,16 +141,41 @@ const HAS_MEMORY = 0x53;
 /** Lane memory made for a worker, by token, until the worker connects. */
 const memories = new Map<string, SharedArrayBuffer>();
 
+/** Where a worker finds its lane memory: an index into its shared buffers, and a token. */
+export interface LaneMemoryRef {
+  memory: number;
+  token: string;
+}
+
 /**
- * Makes lane memory for a connection a worker will make to this process:
- * the memory travels in the worker's start message, the token in its
- * descriptor. `forget` drops it if the worker never connects.
+ * Lane memory for the connection a worker will make to this process's
+ * listener, when `context` goes to a worker: the memory travels in the
+ * worker's start message (`context.shared`), the reference in a descriptor.
+ * It is dropped if the worker never connects, or if the encode fails.
  */
-export function laneMemory(): { token: string; memory: SharedArrayBuffer; forget(): void } {
+export function laneMemoryFor(context: EncodeContext): LaneMemoryRef | undefined {
+  if (context.shared === undefined) return undefined;
   const token = crypto.randomUUID();
   const memory = sabLaneMemory();
   memories.set(token, memory);
-  return { token, memory, forget: () => memories.delete(token) };
+  const forget = () => void memories.delete(token);
+  context.lost?.push(forget);
+  // An encode that fails drops the commit hooks it added: this one says so.
+  const mark = () => {};
+  context.commit?.push(mark);
+  queueMicrotask(() => {
+    if (!context.commit?.includes(mark)) forget();
+  });
+  return { memory: context.shared.push(memory) - 1, token };
+}
+
+/** The lane memory a reference in a descriptor names, on the worker's side. */
+export function laneMemoryOf(
+  ref: Partial<LaneMemoryRef>,
+  context: DecodeContext,
+): { token: string; memory: SharedArrayBuffer } | undefined {
+  const memory = ref.memory === undefined ? undefined : context.shared?.[ref.memory];
+  return memory !== undefined && ref.token !== undefined ? { token: ref.token, memory } : undefined;
 }
 
 async function laneFor(conn: Deno.Conn): Promise<LaneBase | undefined> {

@@ -29,7 +29,8 @@ import {
   connectTo,
   exportRoute,
   grantSocket,
-  laneMemory,
+  laneMemoryFor,
+  laneMemoryOf,
   Link,
   newId,
   unexportRoute,
@@ -200,7 +201,7 @@ interface EndDescriptor {
   slot: number;
   readable: boolean;
   writable: boolean;
-  /** For a worker: the index of its lane memory among the shared buffers, and its token. */
+  /** For a worker: where its lane memory is. */
   memory?: number;
   token?: string;
 }
@@ -324,11 +325,8 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
   }
 
   static #revive(descriptor: EndDescriptor, context: DecodeContext): Connection<unknown, unknown> {
-    const { path, id, slot, readable, writable, memory, token } = descriptor;
-    const shared = memory === undefined ? undefined : context.shared?.[memory];
-    const lane = shared !== undefined && token !== undefined
-      ? { token, memory: shared }
-      : undefined;
+    const { path, id, slot, readable, writable } = descriptor;
+    const lane = laneMemoryOf(descriptor, context);
     return Connection.#overLink(connectTo(path, [id, slot], lane), readable, writable);
   }
 
@@ -823,20 +821,9 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
       readable: this.#readable,
       writable: this.#writable,
     };
-    if (context.shared !== undefined) {
-      // A worker: its link to the hub gets lane memory, sent beside the bytes.
-      const lane = laneMemory();
-      descriptor.memory = context.shared.push(lane.memory) - 1;
-      descriptor.token = lane.token;
-      context.lost?.push(lane.forget);
-      // An encode that fails later drops its commit hooks: drop the memory then.
-      const mark = () => {};
-      context.commit?.push(mark);
-      queueMicrotask(() => {
-        if (!context.commit?.includes(mark)) lane.forget();
-      });
-    }
-    return descriptor;
+    // A worker's link to the hub, here, goes through memory it is sent.
+    const lane = laneMemoryFor(context);
+    return lane === undefined ? descriptor : { ...descriptor, ...lane };
   }
 
   #moveTo(hub: PipeHub, slot: number): void {

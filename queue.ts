@@ -16,6 +16,7 @@
  */
 import { decode, encode, encodeView } from "./_codec.ts";
 import {
+  type DecodeContext,
   type EncodeContext,
   type HandleKind,
   markHandleClass,
@@ -27,6 +28,8 @@ import {
   exitHooks,
   exportRoute,
   grantSocket,
+  laneMemoryFor,
+  laneMemoryOf,
   type Link,
   newId,
   nextTurn,
@@ -636,12 +639,17 @@ class Remote implements Impl {
   #lost: Error | undefined;
   #users = 0;
 
-  constructor(path: string, id: string, maxsize: number) {
+  constructor(
+    path: string,
+    id: string,
+    maxsize: number,
+    lane?: { token: string; memory: SharedArrayBuffer },
+  ) {
     this.path = path;
     this.id = id;
     this.maxsize = maxsize;
     exitHooks.add(this.#atExit);
-    this.#connecting = connectTo(path, [id]);
+    this.#connecting = connectTo(path, [id], lane);
     this.#connecting.then((link) => {
       this.#connecting = undefined;
       if (this.#users < 0) return void link.closeAfterFlush();
@@ -935,12 +943,18 @@ interface QueueDescriptor {
   id: string;
   maxsize: number;
   type: "Queue" | "JoinableQueue" | "SimpleQueue";
+  /** For a worker of the process that made the queue: where its lane memory is. */
+  memory?: number;
+  token?: string;
 }
 
 /** Module-private access to queue internals, filled by the classes' static blocks. */
 const queues = {} as {
   describe(queue: Queue<unknown>, context: EncodeContext): QueueDescriptor;
-  revive(descriptor: QueueDescriptor): Queue<unknown> | SimpleQueue<unknown>;
+  revive(
+    descriptor: QueueDescriptor,
+    context: DecodeContext,
+  ): Queue<unknown> | SimpleQueue<unknown>;
   impl(queue: Queue<unknown>): Impl;
   wrap(queue: Queue<unknown>): SimpleQueue<unknown>;
   describeSimple(queue: SimpleQueue<unknown>, context: EncodeContext): QueueDescriptor;
@@ -954,18 +968,19 @@ const queueKind: HandleKind<Queue<unknown> | SimpleQueue<unknown>, QueueDescript
       queue instanceof SimpleQueue
         ? queues.describeSimple(queue, context)
         : queues.describe(queue, context),
-    revive: (descriptor) => queues.revive(descriptor),
+    revive: (descriptor, context) => queues.revive(descriptor, context),
   });
 
 let reviving: Impl | undefined;
 let wrapping: Queue<unknown> | undefined;
 
-function implFor(descriptor: QueueDescriptor): Impl {
+function implFor(descriptor: QueueDescriptor, context: DecodeContext): Impl {
   const hub = hubs.get(descriptor.id);
   if (hub !== undefined) return hub;
   let remote = remotes.get(descriptor.id);
   if (remote === undefined) {
-    remote = new Remote(descriptor.path, descriptor.id, descriptor.maxsize);
+    const lane = laneMemoryOf(descriptor, context);
+    remote = new Remote(descriptor.path, descriptor.id, descriptor.maxsize, lane);
     remotes.set(descriptor.id, remote);
   }
   remote.retain();
@@ -1001,7 +1016,7 @@ export class Queue<T = unknown> implements AsyncDisposable {
   // What the rest of this module may do with a queue, kept off the public API.
   static {
     queues.describe = (queue, context) => queue.#describe(context);
-    queues.revive = (descriptor) => Queue.#revive(descriptor);
+    queues.revive = (descriptor, context) => Queue.#revive(descriptor, context);
     queues.impl = (queue) => queue.#impl;
   }
 
@@ -1037,11 +1052,17 @@ export class Queue<T = unknown> implements AsyncDisposable {
   #describe(context: EncodeContext): QueueDescriptor {
     const path = this.#impl.describe(context);
     const type = this instanceof JoinableQueue ? "JoinableQueue" : "Queue";
-    return { path, id: this.#impl.id, maxsize: this.#impl.maxsize, type };
+    const descriptor = { path, id: this.#impl.id, maxsize: this.#impl.maxsize, type } as const;
+    // Only the queue's maker listens at `path`: a worker of it gets lane memory.
+    const lane = this.#impl instanceof Hub ? laneMemoryFor(context) : undefined;
+    return lane === undefined ? descriptor : { ...descriptor, ...lane };
   }
 
-  static #revive(descriptor: QueueDescriptor): Queue<unknown> | SimpleQueue<unknown> {
-    reviving = implFor(descriptor);
+  static #revive(
+    descriptor: QueueDescriptor,
+    context: DecodeContext,
+  ): Queue<unknown> | SimpleQueue<unknown> {
+    reviving = implFor(descriptor, context);
     try {
       if (descriptor.type === "JoinableQueue") return new JoinableQueue();
       if (descriptor.type === "SimpleQueue") return queues.wrap(new Queue());
