@@ -202,8 +202,26 @@ export class Outbox {
       this.#queuedBytes += frame.length;
       return;
     }
+    // A lane takes the frame at once in the common case: no promise at all.
+    let rest = frame;
+    if (this.#conn.writeNow !== undefined) {
+      try {
+        rest = frame.subarray(this.#conn.writeNow(frame));
+      } catch {
+        this.#fail();
+        return;
+      }
+      if (rest.length === 0) return;
+    }
     this.#writing = true;
-    this.#pump(frame);
+    this.#pump(rest);
+  }
+
+  #fail(): void {
+    this.failed = true;
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#onError();
   }
 
   async #pump(first: Uint8Array): Promise<void> {
@@ -215,10 +233,7 @@ export class Outbox {
         this.#wake();
       }
     } catch {
-      this.failed = true;
-      this.#queue = [];
-      this.#queuedBytes = 0;
-      this.#onError();
+      this.#fail();
     } finally {
       this.#writing = false;
       this.#wake();
