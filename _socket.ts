@@ -27,8 +27,10 @@ type Route = (link: Link, hello: unknown[]) => void;
 
 // Queued bytes above which a writer waits for the write in flight.
 const PACE = 1 << 16;
-// Frames up to this size are copied out of a lane's read buffer.
+// Frames up to this size are copied out of a lane's read buffer, unless
+// more than BURST bytes came at once.
 const SMALL_FRAME = 1 << 10;
+const BURST = 1 << 12;
 
 const routes = new Map<string, Route>();
 let listener: Deno.Listener | undefined;
@@ -393,12 +395,14 @@ export class Link {
     const reader = this.reader;
     try {
       for (;;) {
+        // A burst of frames keeps the read buffer (a fresh one after it); a
+        // small frame alone is copied, cheaper than a fresh buffer.
+        const burst = reader.pending > BURST;
         for (;;) {
           if (this.#paused !== undefined || this.#closed) return;
           const frame = reader.nextBuffered();
           if (frame === null) break;
-          // A small frame is copied: cheaper than a fresh read buffer after it.
-          if (frame.length <= SMALL_FRAME) this.#onFrame!(frame.slice());
+          if (!burst && frame.length <= SMALL_FRAME) this.#onFrame!(frame.slice());
           else {
             this.#handedOut = true;
             this.#onFrame!(frame);

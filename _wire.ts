@@ -144,6 +144,11 @@ export class FrameReader {
     this.#end = rest.length;
   }
 
+  /** Bytes read and not yet handed out as frames. */
+  get pending(): number {
+    return this.#end - this.#start;
+  }
+
   /** Whether a whole frame is already buffered, so `next()` will not read. */
   get buffered(): boolean {
     if (this.#end - this.#start < HEADER) return false;
