@@ -26,6 +26,7 @@ const NO = 0;
 const SPIN_START = 0.05;
 const SPIN_MIN = 0.02;
 const SPIN_MAX = 0.2;
+const SPIN_LONGEST = 2;
 
 /**
  * Polls without giving up the thread until something arrives or a short
@@ -37,19 +38,27 @@ export class Spinner {
   #budget = SPIN_START;
 
   /**
-   * Calls `poll` until it returns true or the budget runs out.
+   * Calls `poll` until it returns true or the budget runs out. A poll that
+   * returns "progress" (part of a large message came) starts the budget
+   * over, as the rest is on its way, up to SPIN_LONGEST in all: the thread's
+   * other work must not wait for a whole slow transfer.
    *
    * @returns Whether `poll` returned true.
    */
-  spin(poll: () => boolean): boolean {
+  spin(poll: () => boolean | "progress"): boolean {
     const budget = this.#budget;
-    const start = performance.now();
-    do {
-      if (poll()) {
+    const first = performance.now();
+    let start = first;
+    for (;;) {
+      const result = poll();
+      if (result === true) {
         this.#budget = Math.min(SPIN_MAX, budget * 2);
         return true;
       }
-    } while (performance.now() - start < budget);
+      const now = performance.now();
+      if (result === "progress" && now - first < SPIN_LONGEST) start = now;
+      else if (now - start >= budget) break;
+    }
     this.#budget = Math.max(SPIN_MIN, budget / 2);
     return false;
   }
@@ -274,7 +283,9 @@ export class Lane extends LaneBase {
 // A SharedArrayBuffer lane: one ring per direction, each an Int32 header
 // (bytes written, bytes read, whether the writer waits for room; counts wrap
 // at 2^32) and RING bytes of data.
-const RING = 1 << 18;
+const RING = 1 << 21;
+/** The bytes a memory lane holds each way. */
+export const MEMORY_RING: number = RING;
 const HEADER_BYTES = 16;
 const WRITTEN = 0;
 const READ = 1;
@@ -328,6 +339,15 @@ export class SabLane extends LaneBase {
     Atomics.store(this.#outHeader, WRITTEN, this.#written | 0);
     return n;
   }
+
+  // The reader is likely reading right now (a large message streams through
+  // the ring): poll for room a moment before waiting for its bell.
+  override space(): Promise<void> {
+    const room = () => Atomics.load(this.#outHeader, READ) !== (this.#written - RING | 0);
+    if (this.#spinner.spin(room)) return Promise.resolve();
+    return super.space();
+  }
+  #spinner = new Spinner();
 
   writeAtExit(p: Uint8Array): void {
     // Wait (synchronously, a while) for the reader to make room; ring so a

@@ -390,8 +390,10 @@ export class Link {
   }
 
   // Hands over every whole frame the lane has now; stops when paused.
-  #drain(lane: LaneBase): void {
-    if (this.#failure !== undefined) return;
+  // Returns how many bytes it read.
+  #drain(lane: LaneBase): number {
+    let read = 0;
+    if (this.#failure !== undefined) return read;
     const reader = this.reader;
     try {
       for (;;) {
@@ -399,7 +401,7 @@ export class Link {
         // small frame alone is copied, cheaper than a fresh buffer.
         const burst = reader.pending > BURST;
         for (;;) {
-          if (this.#paused !== undefined || this.#closed) return;
+          if (this.#paused !== undefined || this.#closed) return read;
           const frame = reader.nextBuffered();
           if (frame === null) break;
           if (!burst && frame.length <= SMALL_FRAME) this.#onFrame!(frame.slice());
@@ -412,11 +414,14 @@ export class Link {
           reader.release();
           this.#handedOut = false;
         }
-        if (reader.fillNow((p) => lane.readNow(p)) === 0) return;
+        const n = reader.fillNow((p) => lane.readNow(p));
+        if (n === 0) return read;
+        read += n;
       }
     } catch (error) {
       this.#failure = error;
       this.close();
+      return read;
     }
   }
 
@@ -431,8 +436,9 @@ export class Link {
     if (lane === undefined || this.#onFrame === undefined) return false;
     this.writer.flushNow();
     return this.#spinner.spin(() => {
-      this.#drain(lane);
-      return done() || this.#closed || this.#paused !== undefined;
+      const read = this.#drain(lane);
+      if (done() || this.#closed || this.#paused !== undefined) return true;
+      return read > 0 ? "progress" : false;
     }) && done();
   }
 

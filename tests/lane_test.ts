@@ -2,7 +2,15 @@
 // content across file switches and ring wraps, the end of the stream,
 // backpressure, writes at exit, cleanup, and falling back to the socket.
 import assert from "node:assert/strict";
-import { Lane, type LaneBase, offerLane, SabLane, sabLaneMemory, takeLane } from "../_lane.ts";
+import {
+  Lane,
+  type LaneBase,
+  MEMORY_RING,
+  offerLane,
+  SabLane,
+  sabLaneMemory,
+  takeLane,
+} from "../_lane.ts";
 import { within } from "./testdata/helpers.ts";
 
 interface Pair {
@@ -160,8 +168,8 @@ Deno.test("lane: no lane when the files cannot be made; the socket carries on", 
 
 Deno.test("lane (memory): a writer a ring ahead of its reader waits for it", async () => {
   await using p = await pair(undefined, "memory");
-  const data = pattern(1 << 20, 5);
-  // The ring holds 256 KiB: the write cannot finish until the reader reads.
+  const data = pattern(2 * MEMORY_RING, 5);
+  // Twice what the ring holds: the write cannot finish until the reader reads.
   let done = false;
   const writing = p.server!.write(data).then(() => done = true);
   await new Promise((resolve) => setTimeout(resolve, 50));
