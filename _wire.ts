@@ -299,6 +299,8 @@ export class FrameWriter {
         this.#seal();
         if (this.#chunks.length === 0) break;
         await this.#writeQueued();
+        // Nothing queued during the write: done, without another turn.
+        if (this.#stageLength === 0 && this.#chunks.length === 0) break;
       }
     } catch (error) {
       this.#error = error;
