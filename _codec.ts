@@ -224,6 +224,25 @@ export function encodeView(value: unknown, context?: EncodeContext, label = "val
   return encodeWith(value, context, label, false);
 }
 
+/** Encodings shorter than this, from {@linkcode encodeShort}, are views. */
+export const VIEW_MAX: number = 1 << 14;
+
+/**
+ * For bytes that are copied into a frame (or kept) at once: a short value's
+ * as a view of the codec's buffer ({@linkcode encodeView}), a long one's in
+ * a buffer of its own (a frame sends a large part from where it is, after the
+ * next encode has begun).
+ */
+export function encodeShort(value: unknown, context?: EncodeContext, label = "value"): Uint8Array {
+  const view = encodeWith(value, context, label, false);
+  return view.length < VIEW_MAX ? view : view.slice();
+}
+
+/** Bytes from {@linkcode encodeShort}, made the caller's own. */
+export function ownShort(data: Uint8Array): Uint8Array {
+  return data.length < VIEW_MAX ? data.slice() : data;
+}
+
 function encodeWith(
   value: unknown,
   context: EncodeContext | undefined,

@@ -407,7 +407,8 @@ function removeAll(paths: string[]): void {
   }
 }
 
-async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array | null> {
+/** Reads exactly `n` bytes from a socket; null if it ends first. */
+export async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array | null> {
   const out = new Uint8Array(n);
   for (let at = 0; at < n;) {
     const got = await conn.read(out.subarray(at));

@@ -390,18 +390,12 @@ export class Channel {
     this.#readLoop(reader, lane);
   }
 
-  // Answers every whole frame the lane has now; false when there were none.
-  #drain(lane: Lane, reader: FrameReader): boolean {
-    let any = false;
-    for (;;) {
-      let frame: Uint8Array | null;
-      while ((frame = reader.nextBuffered()) !== null) {
-        this.#answer(frame);
-        any = true;
-      }
-      if (this.#closed !== undefined || reader.fillNow((p) => lane.readNow(p)) === 0) return any;
-    }
+  // Answers every whole frame the lane has now.
+  #drain(lane: Lane, reader: FrameReader): void {
+    reader.drainNow(lane, this.#onAnswer, this.#isClosed);
   }
+  #onAnswer = (frame: Uint8Array): void => this.#answer(frame);
+  #isClosed = (): boolean => this.#closed !== undefined;
 
   async #readLoop(reader: FrameReader, lane: Lane | undefined): Promise<void> {
     let reason: Error | undefined;

@@ -426,30 +426,24 @@ async function backedUp(client: Client): Promise<void> {
   }
 }
 
-/** Local clients, whose requests come through lanes and can be polled for. */
-const laneClients = new Map<Client, { lane: Lane; reader: FrameReader }>();
+/** Local clients, whose requests come through lanes: each one's drain. */
+const laneClients = new Map<Client, () => boolean>();
 const spinner = new Spinner();
 
-// Handles every whole request a lane client has sent; false if none.
-function drainClient(client: Client, lane: Lane, reader: FrameReader): boolean {
-  let any = false;
-  for (;;) {
-    let frame: Uint8Array | null;
-    while ((frame = reader.nextBuffered()) !== null) {
-      handleFrame(client, frame);
-      any = true;
-    }
-    if (client.closed || client.writer.pendingBytes > HIGH_WATER) return any;
-    if (reader.fillNow((p) => lane.readNow(p)) === 0) return any;
-  }
+// Handles every whole request a lane client has sent, now; false if none. A
+// client that does not read its answers is not read from either.
+function drainOf(client: Client, lane: Lane, reader: FrameReader): () => boolean {
+  const onFrame = (frame: Uint8Array) => handleFrame(client, frame);
+  const stop = () => client.closed || client.writer.pendingBytes > HIGH_WATER;
+  return () => reader.drainNow(lane, onFrame, stop);
 }
 
 // Polls every lane client once; a client that sends garbage is dropped.
 function pollClients(): boolean {
   let any = false;
-  for (const [client, { lane, reader }] of laneClients) {
+  for (const [client, drain] of laneClients) {
     try {
-      if (drainClient(client, lane, reader)) any = true;
+      if (drain()) any = true;
     } catch {
       client.close();
     }
@@ -458,11 +452,12 @@ function pollClients(): boolean {
 }
 
 async function serveLane(client: Client, lane: Lane, reader: FrameReader): Promise<void> {
-  laneClients.set(client, { lane, reader });
+  const drain = drainOf(client, lane, reader);
+  laneClients.set(client, drain);
   try {
     let yielded = performance.now();
     for (;;) {
-      drainClient(client, lane, reader);
+      drain();
       await backedUp(client);
       if (client.closed) return;
       // A client in a loop sends its next request within microseconds: poll
@@ -477,7 +472,7 @@ async function serveLane(client: Client, lane: Lane, reader: FrameReader): Promi
         continue;
       }
       if (!(await lane.waitBell())) {
-        drainClient(client, lane, reader);
+        drain();
         await reader.next(); // everything whole was handled: a cut frame throws
         return;
       }

@@ -8,6 +8,7 @@ import type { DecodeContext, EncodeContext } from "./_handles.ts";
 import {
   type LaneBase,
   offerLane,
+  readExactly,
   SabLane,
   sabLaneMemory,
   Spinner,
@@ -182,18 +183,11 @@ export function laneMemoryOf(
 
 async function laneFor(conn: Deno.Conn): Promise<LaneBase | undefined> {
   conn.unref(); // a client that never speaks must not keep this program alive
-  const first = new Uint8Array(2);
-  if (await conn.read(first.subarray(0, 1)) !== 1) throw new Error("closed");
-  if (first[0] === WANT_FILES) return await offerLane(conn, dir!);
-  if (first[0] !== HAS_MEMORY || await conn.read(first.subarray(1, 2)) !== 1) {
-    throw new Error("not a link");
-  }
-  const token = new Uint8Array(first[1]!);
-  for (let at = 0; at < token.length;) {
-    const n = await conn.read(token.subarray(at));
-    if (n === null) throw new Error("closed");
-    at += n;
-  }
+  const kind = await readExactly(conn, 1);
+  if (kind?.[0] === WANT_FILES) return await offerLane(conn, dir!);
+  const size = kind?.[0] === HAS_MEMORY ? await readExactly(conn, 1) : null;
+  const token = size === null ? null : await readExactly(conn, size[0]!);
+  if (token === null) throw new Error("not a link, or closed");
   const key = new TextDecoder().decode(token);
   const memory = memories.get(key);
   if (memory === undefined) throw new Error("no such lane");
@@ -414,7 +408,7 @@ export class Link {
           reader.release();
           this.#handedOut = false;
         }
-        const n = reader.fillNow((p) => lane.readNow(p));
+        const n = reader.fillNow(lane);
         if (n === 0) return read;
         read += n;
       }

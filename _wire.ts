@@ -8,6 +8,12 @@ export interface ByteReader {
   read(p: Uint8Array): Promise<number | null>;
 }
 
+/** A source that hands over what it has without waiting (a lane). */
+export interface NowReader {
+  /** Reads what is there into `p`: 0 when nothing is. */
+  readNow(p: Uint8Array): number;
+}
+
 /** The part of `Deno.Conn` / a child's stdin a writer needs. */
 export interface ByteWriter {
   write(p: Uint8Array): Promise<number>;
@@ -111,21 +117,40 @@ export class FrameReader {
   }
 
   /**
-   * Reads what `readNow` has ready into the buffer, without waiting.
+   * Reads what `source` has ready into the buffer, without waiting.
    *
    * @returns How many bytes were read.
    */
-  fillNow(readNow: (p: Uint8Array) => number): number {
+  fillNow(source: NowReader): number {
     this.#makeRoom();
     // A spin polls many times with nothing to read: reuse the view.
     if (this.#tail?.buffer !== this.#buf.buffer || this.#tail.byteOffset !== this.#end) {
       this.#tail = this.#buf.subarray(this.#end);
     }
-    const n = readNow(this.#tail);
+    const n = source.readNow(this.#tail);
     this.#end += n;
     return n;
   }
   #tail: Uint8Array | undefined;
+
+  /**
+   * Hands every whole frame `source` has now to `onFrame`, until `stop()`.
+   * The views are valid only during the call: for a reader that decodes them
+   * at once.
+   *
+   * @returns Whether any frame was handed over.
+   */
+  drainNow(source: NowReader, onFrame: (frame: Uint8Array) => void, stop: () => boolean): boolean {
+    let any = false;
+    for (;;) {
+      let frame: Uint8Array | null;
+      while ((frame = this.nextBuffered()) !== null) {
+        onFrame(frame);
+        any = true;
+      }
+      if (stop() || this.fillNow(source) === 0) return any;
+    }
+  }
 
   /**
    * Gives the buffer to the views handed out so far: later reads go to a fresh

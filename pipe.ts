@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { decode, encodeView } from "./_codec.ts";
+import { decode, encodeShort, VIEW_MAX } from "./_codec.ts";
 import { hmacSha256, sameBytes } from "./_hmac.ts";
 import {
   type DecodeContext,
@@ -58,10 +58,6 @@ interface Message {
   /** `data` is a view of the codec's buffer: copy it to keep it past this turn. */
   view?: boolean;
 }
-
-// Messages below this size are encoded into the codec's buffer and copied
-// once, into a frame or an inbox; larger ones get their own buffer.
-const VIEW_MAX = 1 << 14;
 
 /** The message, with bytes of its own. */
 function owned(message: Message): Message {
@@ -467,9 +463,9 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     try {
       this.#check("send", "send");
       const context: EncodeContext = { commit: [] };
-      const view = encodeView(obj, context, "message");
-      const data = view.length < VIEW_MAX ? view : view.slice();
-      const sent = this.#out({ kind: OBJ, data, view: data === view });
+      // Copied once, into the frame or the inbox (see owned()).
+      const data = encodeShort(obj, context, "message");
+      const sent = this.#out({ kind: OBJ, data, view: data.length < VIEW_MAX });
       for (const commit of context.commit!) commit();
       return sent;
     } catch (error) {

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { decode, encode, encodeView } from "./_codec.ts";
+import { decode, encode, encodeShort, ownShort } from "./_codec.ts";
 import {
   type DecodeContext,
   type EncodeContext,
@@ -90,25 +90,14 @@ function readControl(frame: Uint8Array): [number, number, number] {
   return [view.getUint32(1, true), view.getUint32(5, true), frame[9]!];
 }
 
-// Items below this size are encoded into the codec's buffer and copied once,
-// into a frame or the queue; larger ones get their own buffer (a frame sends
-// a part this large from where it is, after the next encode).
-const VIEW_MAX = 1 << 14;
-
 /**
- * An item's bytes, which may be a view of the codec's buffer: whoever keeps
- * them past this turn copies them (see owned()).
+ * An item's bytes, which may be a view of the codec's buffer (encodeShort):
+ * whoever keeps them past this turn takes them with ownShort().
  */
 function encodeItem(item: unknown): { data: Uint8Array; commit: (() => void)[] } {
   const context: EncodeContext = { commit: [] };
-  const view = encodeView(item, context, "item");
-  const data = view.length < VIEW_MAX ? view : view.slice();
+  const data = encodeShort(item, context, "item");
   return { data, commit: context.commit! };
-}
-
-/** Bytes from encodeItem, made the caller's own. */
-function owned(data: Uint8Array): Uint8Array {
-  return data.length < VIEW_MAX ? data.slice() : data;
 }
 
 function errorByName(name: string, message: string): Error {
@@ -457,7 +446,7 @@ class Hub implements Impl {
   }
 
   put(data: Uint8Array, nowait: boolean, options?: WaitOptions): Promise<void> {
-    data = owned(data);
+    data = ownShort(data);
     if (this.maxsize <= 0 && !this.#shut) {
       this.#add(data);
       this.#pump();
@@ -707,7 +696,7 @@ class Remote implements Impl {
       return link.pace() ?? Promise.resolve();
     }
     if (this.#lost !== undefined) return Promise.reject(this.#lost);
-    const kept = parts.map(owned); // sent later: views of the codec's buffer would be stale
+    const kept = parts.map(ownShort); // sent later: views of the codec's buffer would be stale
     return this.#connecting!.then((ready) => ready.sendParts(kept));
   }
 
@@ -829,7 +818,7 @@ class Remote implements Impl {
     this.#putAny = true;
     if (this.maxsize <= 0) return this.#send([OP_PUT, data]);
     const id = ++this.#nextCall;
-    const reply = this.#call(id, nowait ? "putNowait" : "put", owned(data));
+    const reply = this.#call(id, nowait ? "putNowait" : "put", ownShort(data));
     if (nowait || (options?.timeout === undefined && options?.signal === undefined)) {
       return reply.then(() => {});
     }
