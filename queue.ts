@@ -32,7 +32,6 @@ import {
   laneMemoryOf,
   type Link,
   newId,
-  nextTurn,
   unexportRoute,
 } from "./_socket.ts";
 import { waitFor, type WaitOptions } from "./_wait.ts";
@@ -132,6 +131,8 @@ interface Impl {
   readonly maxsize: number;
   put(data: Uint8Array, nowait: boolean, options?: WaitOptions): Promise<void>;
   get(nowait: boolean, options?: WaitOptions): Promise<Uint8Array>;
+  /** The next item if one is here now (no waiting, no errors). */
+  take(): Uint8Array | undefined;
   call(op: string, arg?: unknown): Promise<unknown>;
   describe(context: EncodeContext): string;
   sync(): Promise<void>;
@@ -143,11 +144,62 @@ interface Impl {
 interface Client {
   link: Link;
   credit: number;
-  /** Items sent and not yet taken, by sequence number. */
-  inflight: Map<number, Uint8Array>;
+  /** Items sent and not yet taken. */
+  inflight: Inflight;
   starving: boolean;
   recalled: boolean;
   held: boolean;
+}
+
+/**
+ * A client's items in flight, in the order sent. A client takes them in that
+ * order (but for items handed out again after a return), so an ack is one
+ * step at the head: a Map cost the hub a hash per item each way.
+ */
+class Inflight {
+  #seqs: number[] = [];
+  #items: Uint8Array[] = [];
+  #head = 0;
+
+  get size(): number {
+    return this.#seqs.length - this.#head;
+  }
+
+  add(seq: number, item: Uint8Array): void {
+    this.#seqs.push(seq);
+    this.#items.push(item);
+  }
+
+  remove(seq: number): void {
+    const head = this.#head;
+    if (head < this.#seqs.length && this.#seqs[head] === seq) {
+      this.#items[head] = undefined as unknown as Uint8Array;
+      this.#head++;
+      if (this.#head === this.#seqs.length) {
+        this.#seqs = [];
+        this.#items = [];
+        this.#head = 0;
+      } else if (this.#head > 4096 && this.#head * 2 > this.#seqs.length) {
+        this.#seqs = this.#seqs.slice(this.#head);
+        this.#items = this.#items.slice(this.#head);
+        this.#head = 0;
+      }
+      return;
+    }
+    const at = this.#seqs.indexOf(seq, head);
+    if (at < 0) return;
+    this.#seqs.splice(at, 1);
+    this.#items.splice(at, 1);
+  }
+
+  /** The items, by sequence number. */
+  entries(): [number, Uint8Array][] {
+    const entries: [number, Uint8Array][] = [];
+    for (let i = this.#head; i < this.#seqs.length; i++) {
+      entries.push([this.#seqs[i]!, this.#items[i]!]);
+    }
+    return entries.sort((a, b) => a[0] - b[0]);
+  }
 }
 
 interface Putter {
@@ -233,7 +285,7 @@ class Hub implements Impl {
     const client: Client = {
       link,
       credit: 0,
-      inflight: new Map(),
+      inflight: new Inflight(),
       starving: false,
       recalled: false,
       held: false,
@@ -266,8 +318,8 @@ class Hub implements Impl {
     this.#pump();
   }
 
-  #requeue(returned: Map<number, Uint8Array>): void {
-    const entries = [...returned].sort((a, b) => a[0] - b[0]);
+  #requeue(returned: Inflight): void {
+    const entries = returned.entries();
     const items: Uint8Array[] = [];
     const seqs: number[] = [];
     let i = 0;
@@ -298,7 +350,7 @@ class Hub implements Impl {
       case ACK: {
         const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
         const n = view.getUint32(1, true);
-        for (let i = 0; i < n; i++) client.inflight.delete(view.getFloat64(5 + 8 * i, true));
+        for (let i = 0; i < n; i++) client.inflight.remove(view.getFloat64(5 + 8 * i, true));
         return;
       }
       case CREDIT: {
@@ -312,7 +364,7 @@ class Hub implements Impl {
       case RETURN: {
         // Its acks came first: what is still in flight it did not take.
         const back = client.inflight;
-        client.inflight = new Map();
+        client.inflight = new Inflight();
         client.credit = 0;
         client.recalled = false;
         if (back.size > 0) this.#requeue(back);
@@ -399,7 +451,7 @@ class Hub implements Impl {
         const seq = this.#shiftedSeq;
         client.credit--;
         client.starving = false;
-        client.inflight.set(seq, item);
+        client.inflight.add(seq, item);
         ITEM_HEADER_VIEW.setFloat64(1, seq, true);
         // The header is copied at once: one scratch header serves every item.
         client.link.sendParts([ITEM_HEADER, item]);
@@ -491,11 +543,19 @@ class Hub implements Impl {
     });
   }
 
+  take(): Uint8Array | undefined {
+    const item = this.#shift();
+    if (item !== undefined) queueMicrotask(this.#pumpLater);
+    return item;
+  }
+
+  #pumpLater = () => this.#pump();
+
   get(nowait: boolean, options?: WaitOptions): Promise<Uint8Array> {
     const attempt = () => {
       const item = this.#shift();
       if (item !== undefined) {
-        queueMicrotask(() => this.#pump());
+        queueMicrotask(this.#pumpLater);
         return item;
       }
       if (this.#shut) throw new ShutDown("Cannot get from queue as it is shut down and empty");
@@ -560,7 +620,7 @@ class Hub implements Impl {
           this.#unfinished = Math.max(0, this.#unfinished - dropped);
           for (const client of this.#clients) {
             this.#unfinished = Math.max(0, this.#unfinished - client.inflight.size);
-            client.inflight = new Map();
+            client.inflight = new Inflight();
           }
           if (this.#unfinished === 0) { for (const joiner of [...this.#joiners]) joiner(); }
         }
@@ -793,21 +853,18 @@ class Remote implements Impl {
       this.#head = 0;
     }
     const buffered = this.#buffer.length - this.#head;
-    if (buffered + this.#granted <= WINDOW / 2) this.#topUp(false);
-    if (!this.#ackQueued) {
-      // Tell the hub what was taken at the end of this turn, or before this
-      // program sends anything at all: a taken item must not be handed out
-      // again if this process dies after acting on it.
+    if (buffered + this.#granted <= WINDOW / 2) {
+      this.#topUp(false);
+      this.flushTaken(); // rides with the credit
+    } else if (!this.#ackQueued) {
+      // Tell the hub what was taken within a millisecond or two, and before
+      // this program sends anything at all, waits for an item or exits: a
+      // taken item must not be handed out again if this process dies after
+      // acting on it. (An ack per turn cost more than the items themselves.)
       this.#ackQueued = true;
       unacked.add(this);
       beforeSend.hook = flushAcks;
-      if (!acksScheduled) {
-        acksScheduled = true;
-        // At the event loop's next turn (setTimeout(0) would take ~2 ms).
-        const link = this.#link;
-        if (link !== undefined) nextTurn(link.conn).then(flushAcks, flushAcks);
-        else setTimeout(flushAcks, 0);
-      }
+      acksTimer ??= setTimeout(flushAcks, 1);
     }
     return item;
   }
@@ -865,6 +922,10 @@ class Remote implements Impl {
     return this.#call(++this.#nextCall, op, arg);
   }
 
+  take(): Uint8Array | undefined {
+    return this.#take();
+  }
+
   get(nowait: boolean, options?: WaitOptions): Promise<Uint8Array> {
     const attempt = () => {
       const item = this.#take();
@@ -890,6 +951,7 @@ class Remote implements Impl {
         this.#getters.add(getter);
         if (this.#getters.size === 1 && this.#calls.size === 0) this.#link?.hold();
         this.#topUp(true);
+        this.flushTaken(); // idle now: the hub may as well know
         return () => {
           this.#getters.delete(getter);
           if (this.#getters.size === 0 && this.#calls.size === 0) this.#link?.letGo();
@@ -917,10 +979,11 @@ class Remote implements Impl {
 
 const remotes = new Map<string, Remote>();
 const unacked = new Set<Remote>();
-let acksScheduled = false;
+let acksTimer: ReturnType<typeof setTimeout> | undefined;
 
 function flushAcks(): void {
-  acksScheduled = false;
+  if (acksTimer !== undefined) clearTimeout(acksTimer);
+  acksTimer = undefined;
   if (beforeSend.hook === flushAcks) beforeSend.hook = undefined;
   for (const remote of [...unacked]) remote.flushTaken();
 }
@@ -1151,9 +1214,16 @@ export class Queue<T = unknown> implements AsyncDisposable {
    * await assert.rejects(q.get({ timeout: 10 }), Empty);
    * ```
    */
-  async get(options?: QueueWaitOptions): Promise<T> {
-    this.#checkGet();
-    return decode(await this.#impl.get(false, options)) as T;
+  get(options?: QueueWaitOptions): Promise<T> {
+    try {
+      this.#checkGet();
+      // An item at hand: no waiting machinery (a consumer's main cost).
+      const item = options === undefined ? this.#impl.take() : undefined;
+      if (item !== undefined) return Promise.resolve(decode(item) as T);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#impl.get(false, options).then((item) => decode(item) as T);
   }
 
   #checkGet(): void {
