@@ -508,6 +508,15 @@ export class Link {
     return this.writer.writeParts(parts);
   }
 
+  /** Queues a small record in a batch frame (see FrameWriter.writeRecord). */
+  sendRecord(tag: number, prefix: Uint8Array, record: Uint8Array): Promise<void> {
+    if (beforeSend.hook !== undefined) runBeforeSend();
+    if (this.#closed) {
+      return handled(Promise.reject(new Error("Cannot write: the connection is closed")));
+    }
+    return this.writer.writeRecord(tag, prefix, record);
+  }
+
   drained(): Promise<void> {
     return this.writer.drained();
   }

@@ -33,6 +33,11 @@ const HEADER = 4;
 // Frames are copied into a stage of this size; parts this large are written as they are.
 const STAGE = 1 << 16;
 const LARGE = 1 << 15;
+// A batch frame (writeRecord) grows up to this size.
+const BATCH = 1 << 14;
+
+/** Records larger than this go in frames of their own (see FrameWriter.writeRecord). */
+export const RECORD_MAX = 1 << 12;
 
 /** Reads whole frames; a truncated, oversized or corrupt stream is an error. */
 export class FrameReader {
@@ -222,6 +227,10 @@ export class FrameWriter {
   #inFlight: Promise<void> | undefined;
   #progress: (() => void)[] = [];
   #error: unknown = undefined;
+  // The batch frame open at the end of the stage (writeRecord): where its
+  // header is, and its tag; -1 when the last frame staged is not one.
+  #batchAt = -1;
+  #batchTag = 0;
 
   #turn: () => Promise<unknown>;
 
@@ -253,6 +262,7 @@ export class FrameWriter {
    */
   writeParts(parts: Uint8Array[]): Promise<void> {
     if (this.#error !== undefined) return handled(Promise.reject(this.#error));
+    this.#batchAt = -1;
     let length = 0;
     for (const part of parts) length += part.length;
     this.#reserve(HEADER);
@@ -269,6 +279,45 @@ export class FrameWriter {
       }
     }
     this.#pendingBytes += HEADER + length;
+    return this.#flushSoon();
+  }
+
+  /**
+   * Queues a small record (at most {@linkcode RECORD_MAX} bytes) in a batch
+   * frame: the tag byte, then records of `prefix` (a fixed size per tag),
+   * a u32 length and the bytes. Records written one after another share a
+   * frame, so many small messages cost the reader one frame.
+   */
+  writeRecord(tag: number, prefix: Uint8Array, record: Uint8Array): Promise<void> {
+    if (this.#error !== undefined) return handled(Promise.reject(this.#error));
+    const size = prefix.length + 4 + record.length;
+    if (
+      this.#batchAt < 0 || this.#batchTag !== tag ||
+      this.#stageLength - this.#batchAt + size > BATCH ||
+      this.#stageLength + size > this.#stage.length
+    ) {
+      this.#reserve(HEADER + 1 + size);
+      this.#batchAt = this.#stageLength;
+      this.#batchTag = tag;
+      this.#stageView.setUint32(this.#stageLength, 1, true);
+      this.#stage[this.#stageLength + HEADER] = tag;
+      this.#stageLength += HEADER + 1;
+      this.#pendingBytes += HEADER + 1;
+    }
+    const stage = this.#stage;
+    let at = this.#stageLength;
+    stage.set(prefix, at);
+    at += prefix.length;
+    this.#stageView.setUint32(at, record.length, true);
+    stage.set(record, at + 4);
+    this.#stageLength = at + 4 + record.length;
+    const header = this.#batchAt;
+    this.#stageView.setUint32(header, this.#stageView.getUint32(header, true) + size, true);
+    this.#pendingBytes += size;
+    return this.#flushSoon();
+  }
+
+  #flushSoon(): Promise<void> {
     if (this.#flushing === null) {
       this.#flushing = this.#flush();
       // Handled once here, so a caller may drop the promise: a .catch() per
@@ -300,6 +349,7 @@ export class FrameWriter {
 
   // Moves the stage's bytes to the chunk list.
   #seal(): void {
+    this.#batchAt = -1;
     const length = this.#stageLength;
     if (length === 0) return;
     if (length < STAGE / 16) {

@@ -35,6 +35,7 @@ import {
   unexportRoute,
 } from "./_socket.ts";
 import { waitFor, type WaitOptions } from "./_wait.ts";
+import { RECORD_MAX } from "./_wire.ts";
 import { Empty, Full, ProcessError, ShutDown, ValueError } from "./errors.ts";
 
 /** Options of a call that can wait: {@linkcode Queue.prototype.put}, `get`. */
@@ -58,11 +59,13 @@ export interface ShutdownOptions {
 // Frames between a client (a process using a queue made elsewhere) and the hub
 // (the process that made it). Item frames carry the encoded item after the op.
 const PUT = 1; // client: an item (unbounded queue: no reply)
+const PUTS = 6; // client: items, each a u32 length and the item (unbounded queue)
 const CREDIT = 2; // client: u32 more items wanted, u32 unused, u8 starving
 const RETURN = 3; // client: dropped what it held (answer to RECALL)
 const ACK = 5; // client: u32 n, then n float64 sequence numbers of items taken
 const CALL = 4; // client: codec [id, op, arg]
 const ITEM = 16; // hub: float64 sequence number, then the item
+const ITEMS = 20; // hub: items, each a float64 sequence number, a u32 length and the item
 const REPLY = 17; // hub: codec [id, error name or "", value or message]
 const RECALL = 18; // hub: give back the items not yet taken
 const NOTICE = 19; // hub: codec ["shutdown", immediate] | ["drained"]
@@ -73,6 +76,40 @@ const OP_PUT = new Uint8Array([PUT]);
 const OP_RETURN = new Uint8Array([RETURN]);
 const ITEM_HEADER = new Uint8Array([ITEM, 0, 0, 0, 0, 0, 0, 0, 0]);
 const ITEM_HEADER_VIEW = new DataView(ITEM_HEADER.buffer);
+const NO_PREFIX = new Uint8Array(0);
+// An item's sequence number goes through these (no view per item).
+const seqView = new Float64Array(1);
+const seqBytes = new Uint8Array(seqView.buffer);
+const BIG_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 0;
+
+function seqPrefix(seq: number): Uint8Array {
+  seqView[0] = seq;
+  if (BIG_ENDIAN) seqBytes.reverse();
+  return seqBytes;
+}
+
+function readSeq(frame: Uint8Array, at: number): number {
+  for (let i = 0; i < 8; i++) seqBytes[BIG_ENDIAN ? 7 - i : i] = frame[at + i]!;
+  return seqView[0]!;
+}
+
+/**
+ * Checks a batch frame (FrameWriter.writeRecord) from byte 1 on: records of
+ * `prefix` bytes, a u32 length and that many bytes, ending with the frame.
+ */
+function wholeRecords(frame: Uint8Array, prefix: number): boolean {
+  let at = 1;
+  while (at < frame.length) {
+    at += prefix + 4;
+    if (at > frame.length) return false;
+    at += recordLength(frame, at - 4);
+  }
+  return at === frame.length;
+}
+
+function recordLength(frame: Uint8Array, at: number): number {
+  return (frame[at]! | frame[at + 1]! << 8 | frame[at + 2]! << 16) + frame[at + 3]! * 0x1000000;
+}
 
 function control(op: number, a: number, b: number, c = 0): Uint8Array {
   const frame = new Uint8Array(10);
@@ -347,6 +384,16 @@ class Hub implements Impl {
         // Pumped when the burst is handled (the link's idle callback).
         if (!this.#shut) this.#add(frame.subarray(1));
         return;
+      case PUTS: {
+        if (!wholeRecords(frame, 0)) return client.link.close();
+        if (this.#shut) return;
+        for (let at = 1; at < frame.length;) {
+          const length = recordLength(frame, at);
+          this.#add(frame.subarray(at + 4, at + 4 + length));
+          at += 4 + length;
+        }
+        return;
+      }
       case ACK: {
         const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
         const n = view.getUint32(1, true);
@@ -452,9 +499,13 @@ class Hub implements Impl {
         client.credit--;
         client.starving = false;
         client.inflight.add(seq, item);
-        ITEM_HEADER_VIEW.setFloat64(1, seq, true);
-        // The header is copied at once: one scratch header serves every item.
-        client.link.sendParts([ITEM_HEADER, item]);
+        // Small items share frames. Headers are copied at once: one scratch
+        // serves every item.
+        if (item.length <= RECORD_MAX) client.link.sendRecord(ITEMS, seqPrefix(seq), item);
+        else {
+          ITEM_HEADER_VIEW.setFloat64(1, seq, true);
+          client.link.sendParts([ITEM_HEADER, item]);
+        }
       }
       let admitted = false;
       while (this.#putters.length > 0 && this.#roomFor()) {
@@ -772,27 +823,43 @@ class Remote implements Impl {
     for (const getter of [...this.#getters]) getter.wake();
   }
 
+  #receive(seq: number, data: Uint8Array): void {
+    this.#granted--;
+    const seqs = this.#bufferSeqs;
+    if (seqs.length === this.#head || seqs[seqs.length - 1]! < seq) {
+      seqs.push(seq);
+      this.#buffer.push(data);
+    } else {
+      // A returned item handed out again: back to its place.
+      let at = seqs.length;
+      while (at > this.#head && seqs[at - 1]! > seq) at--;
+      seqs.splice(at, 0, seq);
+      this.#buffer.splice(at, 0, data);
+    }
+  }
+
+  #wakeGetter(): void {
+    if (this.#getters.size === 0) return;
+    for (const getter of this.#getters) {
+      getter.wake();
+      break;
+    }
+  }
+
   #onFrame(frame: Uint8Array): void {
     switch (frame[0]) {
-      case ITEM: {
-        this.#granted--;
-        const seq = new DataView(frame.buffer, frame.byteOffset + 1, 8).getFloat64(0, true);
-        const data = frame.subarray(9);
-        const seqs = this.#bufferSeqs;
-        if (seqs.length === this.#head || seqs[seqs.length - 1]! < seq) {
-          seqs.push(seq);
-          this.#buffer.push(data);
-        } else {
-          // A returned item handed out again: back to its place.
-          let at = seqs.length;
-          while (at > this.#head && seqs[at - 1]! > seq) at--;
-          seqs.splice(at, 0, seq);
-          this.#buffer.splice(at, 0, data);
+      case ITEM:
+        this.#receive(readSeq(frame, 1), frame.subarray(9));
+        this.#wakeGetter();
+        return;
+      case ITEMS: {
+        if (!wholeRecords(frame, 8)) return void this.#link?.close();
+        for (let at = 1; at < frame.length;) {
+          const length = recordLength(frame, at + 8);
+          this.#receive(readSeq(frame, at), frame.subarray(at + 12, at + 12 + length));
+          at += 12 + length;
         }
-        for (const getter of this.#getters) {
-          getter.wake();
-          break;
-        }
+        this.#wakeGetter();
         return;
       }
       case REPLY: {
@@ -873,7 +940,12 @@ class Remote implements Impl {
     if (this.#lost !== undefined) return Promise.reject(this.#lost);
     if (this.#shut) return Promise.reject(new ShutDown("Cannot put to queue as it is shut down"));
     this.#putAny = true;
-    if (this.maxsize <= 0) return this.#send([OP_PUT, data]);
+    if (this.maxsize <= 0) {
+      const link = this.#link;
+      if (link === undefined || data.length > RECORD_MAX) return this.#send([OP_PUT, data]);
+      link.sendRecord(PUTS, NO_PREFIX, data);
+      return link.pace() ?? Promise.resolve();
+    }
     const id = ++this.#nextCall;
     const reply = this.#call(id, nowait ? "putNowait" : "put", ownShort(data));
     if (nowait || (options?.timeout === undefined && options?.signal === undefined)) {

@@ -23,7 +23,10 @@ import {
   putOne,
   takeSomeThenHang,
 } from "./testdata/queue_targets.ts";
-import { started } from "./testdata/helpers.ts";
+import { started, within } from "./testdata/helpers.ts";
+import { encode } from "../_codec.ts";
+import { handleKind } from "../_handles.ts";
+import { connectTo } from "../_socket.ts";
 
 const METHODS: StartMethod[] = ["process", "worker"];
 const SMALL = [42, null, "hello"];
@@ -300,4 +303,41 @@ Deno.test("a Queue reaches a child given no permissions of its own", async () =>
   assert.equal(await q.get({ timeout: 10_000 }), "hello");
   await p.join();
   assert.equal(p.exitCode, 0);
+});
+
+Deno.test("Queue: a corrupt batch of items closes that one connection, and adds nothing from it", async () => {
+  await using q = new Queue<number>();
+  const { path, id } = handleKind("queue").describe(q, {}) as { path: string; id: string };
+  // Two clients of the queue, as another process would have: one sends a
+  // PUTS frame whose second record runs past the frame's end.
+  const bad = await connectTo(path, [id]);
+  const good = await connectTo(path, [id]);
+  const closed = Promise.withResolvers<void>();
+  bad.start(() => {}, () => closed.resolve());
+  bad.hold(); // links do not keep the event loop alive by themselves
+  good.start(() => {});
+  const one = encode(1);
+  const frame = new Uint8Array(1 + 4 + one.length + 4 + 2);
+  const view = new DataView(frame.buffer);
+  frame[0] = 6; // PUTS
+  view.setUint32(1, one.length, true);
+  frame.set(one, 5);
+  view.setUint32(5 + one.length, 50, true); // 50 bytes claimed, 2 there
+  await bad.send(frame);
+  await within(5_000, "the hub closing the connection", closed.promise);
+  assert.equal(bad.closed, true);
+  assert.equal(await q.qsize(), 0);
+  // The other connection still puts (a well-formed batch of two).
+  const two = encode(2);
+  const ok = new Uint8Array(1 + 4 + one.length + 4 + two.length);
+  const okView = new DataView(ok.buffer);
+  ok[0] = 6;
+  okView.setUint32(1, one.length, true);
+  ok.set(one, 5);
+  okView.setUint32(5 + one.length, two.length, true);
+  ok.set(two, 9 + one.length);
+  await good.send(ok);
+  assert.equal(await q.get({ timeout: 5_000 }), 1);
+  assert.equal(await q.get({ timeout: 5_000 }), 2);
+  good.close();
 });

@@ -151,3 +151,82 @@ Deno.test("FrameReader.nextBuffered() hands out buffered frames, release() keeps
   assert.equal(await reader.next(), null);
   assert.deepEqual(held, payloads.slice(1));
 });
+
+Deno.test("FrameWriter.writeRecord puts consecutive records in one frame, in order with other frames", async () => {
+  const random = mulberry32(7);
+  const chunks: Uint8Array[] = [];
+  const writer = new FrameWriter({
+    write: (b) => {
+      chunks.push(b.slice());
+      return Promise.resolve(b.length);
+    },
+  });
+  // What was written, in order: records as [tag, prefix, bytes], plain frames as bytes.
+  const sent: (Uint8Array | [number, Uint8Array, Uint8Array])[] = [];
+  const writes: Promise<void>[] = [];
+  for (let i = 0; i < 3000; i++) {
+    if (i % 1000 === 999) {
+      const frame = new Uint8Array([99, i & 0xff]);
+      sent.push(frame);
+      writes.push(writer.write(frame));
+      continue;
+    }
+    const tag = i < 1500 ? 6 : 20;
+    const prefix = new Uint8Array(tag === 6 ? 0 : 8).map(() => Math.floor(random() * 256));
+    const record = new Uint8Array(Math.floor(random() * 40)).map(() => Math.floor(random() * 256));
+    sent.push([tag, prefix, record]);
+    writes.push(writer.writeRecord(tag, prefix, record));
+    prefix.fill(0); // copied at once: the caller may reuse its buffers
+    record.fill(0);
+  }
+  await Promise.all(writes);
+  const stream = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let offset = 0;
+  for (const c of chunks) {
+    stream.set(c, offset);
+    offset += c.length;
+  }
+  const { got, error } = await readAll(new FrameReader(source(stream, random)), true);
+  assert.equal(error, undefined);
+  // Unpack the batch frames back into records.
+  const received: (Uint8Array | [number, Uint8Array, Uint8Array])[] = [];
+  for (const frame of got) {
+    if (frame[0] === 99) {
+      received.push(frame);
+      continue;
+    }
+    const tag = frame[0]!;
+    const prefixLength = tag === 6 ? 0 : 8;
+    const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+    let at = 1;
+    while (at < frame.length) {
+      const length = view.getUint32(at + prefixLength, true);
+      received.push([
+        tag,
+        frame.slice(at, at + prefixLength),
+        frame.slice(at + prefixLength + 4, at + prefixLength + 4 + length),
+      ]);
+      at += prefixLength + 4 + length;
+    }
+    assert.equal(at, frame.length);
+  }
+  // Rebuild the expected values (the test zeroed its buffers after each call).
+  const random2 = mulberry32(7);
+  const expected: (Uint8Array | [number, Uint8Array, Uint8Array])[] = [];
+  for (let i = 0; i < 3000; i++) {
+    if (i % 1000 === 999) {
+      expected.push(new Uint8Array([99, i & 0xff]));
+      continue;
+    }
+    const tag = i < 1500 ? 6 : 20;
+    const prefix = new Uint8Array(tag === 6 ? 0 : 8).map(() => Math.floor(random2() * 256));
+    const record = new Uint8Array(Math.floor(random2() * 40)).map(() =>
+      Math.floor(random2() * 256)
+    );
+    expected.push([tag, prefix, record]);
+  }
+  assert.equal(sent.length, expected.length);
+  assert.deepEqual(received, expected);
+  // Records shared frames: far fewer frames than records.
+  assert.ok(got.length < 100, `${got.length} frames for 2997 records`);
+});
