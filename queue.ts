@@ -71,7 +71,12 @@ const RECALL = 18; // hub: give back the items not yet taken
 const NOTICE = 19; // hub: codec ["shutdown", immediate] | ["drained"]
 
 // Items a client may hold ahead of its getters.
-const WINDOW = 1024;
+// (A larger window means fewer credit and ack frames: 4096 gave a worker
+// consumer a fifth more items per second than 1024.)
+const WINDOW = 4096;
+// Bytes of items the hub lets a client hold: a window of large items would
+// otherwise be gigabytes.
+const WINDOW_BYTES = 1 << 22;
 const OP_PUT = new Uint8Array([PUT]);
 const OP_RETURN = new Uint8Array([RETURN]);
 const ITEM_HEADER = new Uint8Array([ITEM, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -197,6 +202,8 @@ class Inflight {
   #seqs: number[] = [];
   #items: Uint8Array[] = [];
   #head = 0;
+  /** The bytes of the items. */
+  bytes = 0;
 
   get size(): number {
     return this.#seqs.length - this.#head;
@@ -205,11 +212,13 @@ class Inflight {
   add(seq: number, item: Uint8Array): void {
     this.#seqs.push(seq);
     this.#items.push(item);
+    this.bytes += item.length;
   }
 
   remove(seq: number): void {
     const head = this.#head;
     if (head < this.#seqs.length && this.#seqs[head] === seq) {
+      this.bytes -= this.#items[head]!.length;
       this.#items[head] = undefined as unknown as Uint8Array;
       this.#head++;
       if (this.#head === this.#seqs.length) {
@@ -225,6 +234,7 @@ class Inflight {
     }
     const at = this.#seqs.indexOf(seq, head);
     if (at < 0) return;
+    this.bytes -= this.#items[at]!.length;
     this.#seqs.splice(at, 1);
     this.#items.splice(at, 1);
   }
@@ -542,6 +552,8 @@ class Hub implements Impl {
     let best: Client | undefined;
     for (const client of this.#clients) {
       if (client.credit <= 0 || client.recalled) continue;
+      // Past its bytes, a client gets more as it takes what it has (its acks).
+      if (client.inflight.bytes >= WINDOW_BYTES && client.inflight.size > 0) continue;
       if (client.starving) return client;
       best ??= client;
     }

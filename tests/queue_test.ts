@@ -15,6 +15,7 @@ import {
 import {
   collect,
   consume,
+  describeBytes,
   getAndEcho,
   joinableWorker,
   makeQueueHere,
@@ -341,3 +342,16 @@ Deno.test("Queue: a corrupt batch of items closes that one connection, and adds 
   assert.equal(await q.get({ timeout: 5_000 }), 2);
   good.close();
 });
+
+for (const method of METHODS) {
+  Deno.test(`Queue: large items beyond a client's byte window all arrive, in order (${method})`, async () => {
+    // 24 items of 512 KiB: three times what the hub lets one client hold.
+    await using q = new Queue<Uint8Array>();
+    await using out = new Queue<unknown>();
+    await using p = await started(describeBytes, [q, 24, out], method);
+    for (let i = 0; i < 24; i++) await q.put(new Uint8Array(1 << 19).fill(i));
+    const expected = Array.from({ length: 24 }, (_, i) => [1 << 19, i, i]);
+    assert.deepEqual(await out.get({ timeout: 30_000 }), expected);
+    await p.join();
+  });
+}

@@ -178,3 +178,17 @@ export async function sendThenExit(conn: Connection, n: number): Promise<void> {
   for (let i = 0; i < n; i++) conn.send(i);
   Deno.exit(7);
 }
+
+/** Gets `count` byte arrays and reports, for each, its length and first and last bytes. */
+export async function describeBytes(
+  q: Queue<Uint8Array>,
+  count: number,
+  out: Queue<unknown>,
+): Promise<void> {
+  const seen: [number, number, number][] = [];
+  for (let i = 0; i < count; i++) {
+    const bytes = await q.get();
+    seen.push([bytes.length, bytes[0]!, bytes[bytes.length - 1]!]);
+  }
+  await out.put(seen);
+}
