@@ -3,6 +3,7 @@
 // backpressure, writes at exit, cleanup, and falling back to the socket.
 import assert from "node:assert/strict";
 import {
+  FILE_BULK_RING,
   Lane,
   type LaneBase,
   MEMORY_RING,
@@ -134,26 +135,50 @@ for (const kind of ["files", "memory"] as const) {
   });
 }
 
-Deno.test("lane: a writer far ahead of its reader waits for it", async () => {
+Deno.test("lane (files): a writer a bulk ring ahead of its reader waits for it", async () => {
   await using p = await pair();
   const chunk = pattern(1 << 20, 4);
+  const fits = FILE_BULK_RING >> 20; // 1 MiB writes the bulk ring holds
   let written = 0;
-  const nineWritten = Promise.withResolvers<void>();
+  const ringWritten = Promise.withResolvers<void>();
   const writing = (async () => {
     for (let i = 0; i < 24; i++) {
       await p.server!.write(chunk);
-      if (++written === 9) nineWritten.resolve();
+      if (++written === fits) ringWritten.resolve();
     }
   })();
-  // Nothing is read: 1 MiB fills the first file, 8 MiB the second (the limit).
-  await within(20_000, "9 MiB written", nineWritten.promise);
+  // Nothing is read: the ring fills.
+  await within(20_000, "a ring written", ringWritten.promise);
   // It must stay there; the writer retries each millisecond, so give it many.
   await new Promise((resolve) => setTimeout(resolve, 50));
-  assert.equal(written, 9, `the writer went on with no reader: ${written} MiB`);
+  assert.equal(written, fits, `the writer went on with no reader: ${written} MiB`);
   const all = readAll(p.client!, 24 << 20);
   await within(20_000, "the writer after the reader caught up", writing);
   const got = await within(20_000, "the reader", all);
   for (let i = 0; i < 24; i++) assert.deepEqual(got.subarray(i << 20, (i + 1) << 20), chunk);
+});
+
+Deno.test("lane (files): a writer of small chunks far ahead of its reader waits for it", async () => {
+  await using p = await pair();
+  // 32 KiB writes go in the stream files: 1 MiB in the first, then 8 MiB in
+  // the second (the limit) while nothing is read.
+  const chunk = pattern(1 << 15, 8);
+  const total = 24 << 5; // 24 MiB
+  let written = 0;
+  const eightWritten = Promise.withResolvers<void>();
+  const writing = (async () => {
+    for (let i = 0; i < total; i++) {
+      await p.server!.write(chunk);
+      if (++written === 8 << 5) eightWritten.resolve();
+    }
+  })();
+  await within(20_000, "8 MiB written", eightWritten.promise);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.ok(written < 10 << 5, `the writer went on with no reader: ${written} chunks`);
+  const all = readAll(p.client!, total << 15);
+  await within(20_000, "the writer after the reader caught up", writing);
+  const got = await within(20_000, "the reader", all);
+  for (let i = 0; i < total; i++) assert.deepEqual(got.subarray(i << 15, (i + 1) << 15), chunk);
 });
 
 Deno.test("lane: no lane when the files cannot be made; the socket carries on", async () => {
