@@ -712,7 +712,8 @@ export function decode(bytes: Uint8Array, context?: DecodeContext): unknown {
       return start(bytes, context);
     } finally {
       decoding = false;
-      objects.length = 0;
+      // A fresh list is cheaper than emptying this one (a runtime call).
+      if (objects.length !== 0) objects = [];
       input = NOTHING;
       decodeContext = undefined;
     }
@@ -972,11 +973,15 @@ function readArray(): unknown[] {
   const length = readCount(1);
   const array: unknown[] = [];
   objects.push(array);
+  let holes = false;
   for (let i = 0; i < length; i++) {
-    if (at < end && input[at] === HOLE) at++;
-    else array[i] = readValue();
+    if (at < end && input[at] === HOLE) {
+      at++;
+      holes = true;
+    } else array[i] = readValue();
   }
-  array.length = length;
+  // Trailing holes need the length set; setting it is slow, so only then.
+  if (holes) array.length = length;
   return array;
 }
 

@@ -866,9 +866,10 @@ class Remote implements Impl {
         return;
       case ITEMS: {
         if (!wholeRecords(frame, 8)) return void this.#link?.close();
+        const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
         for (let at = 1; at < frame.length;) {
-          const length = recordLength(frame, at + 8);
-          this.#receive(readSeq(frame, at), frame.subarray(at + 12, at + 12 + length));
+          const length = view.getUint32(at + 8, true);
+          this.#receive(view.getFloat64(at, true), frame.subarray(at + 12, at + 12 + length));
           at += 12 + length;
         }
         this.#wakeGetter();
