@@ -4,32 +4,29 @@
 // ~0.5 µs. The socket stays. It carries a one-byte bell after each write, to
 // wake a reader that sleeps, and its end is the stream's end.
 //
-// Each direction is a stream of chunks, each a u32 header (a length, and a
-// flag for bulk) and, unless bulk, that many bytes. The stream alternates
-// between two files: the writer appends to one until it holds SWITCH bytes and
-// the other is empty, then moves on. A reader that has read SWITCH bytes of
-// its file and finds bytes in the other knows the writer moved: it reads the
-// rest of its file, empties it, and follows. A write of BULK_MIN bytes or more
-// goes to a ring in a file of its own (its header, in the stream, follows its
-// bytes), whose pages are reused: emptying a stream file frees its memory and
-// refilling it takes fresh pages, which cost ~0.4 ms per MiB. The reader gives
-// its count of bulk bytes taken as the size of one more file (one ftruncate;
-// the writer reads it with one lseek). The acceptor creates the files; both
-// sides open them, then they are unlinked, so nothing is left behind even if a
-// process dies.
+// Each direction alternates between two files. The writer appends to one
+// until it holds SWITCH bytes and the other is empty, then moves on. A reader
+// that has read SWITCH bytes of its file and finds bytes in the other knows the
+// writer moved: it reads the rest of its file, empties it, and follows. The
+// acceptor creates the files; both sides open them, then they are unlinked,
+// so nothing is left behind even if a process dies.
+//
+// A large frame's bytes may instead go to a ring in a file of their own
+// (putBulk), its header flagged in the stream; the frame reader takes them
+// from there (readBulk). The ring's pages are reused: emptying a stream file
+// frees its memory and refilling it takes fresh pages, ~0.4 ms per MiB. The
+// reader gives its count of bulk bytes taken as the size of one more file
+// (one ftruncate; the writer reads it with one lseek).
 import type { ByteReader, ByteWriter } from "./_wire.ts";
 
 // The writer moves to the other file once this many bytes are in its file.
 const SWITCH = 1 << 20;
 // A writer whose file would pass this size waits for the reader to catch up.
 const LIMIT = 8 << 20;
-// Writes this large go through the bulk ring, which holds BULK_RING bytes.
-const BULK_MIN = 1 << 16;
+// The bulk ring's size; counts of its bytes are kept modulo COUNT_MOD.
 const BULK_RING = 1 << 22;
 /** The bytes a file lane's bulk ring holds each way. */
 export const FILE_BULK_RING: number = BULK_RING;
-const BULK = 0x80000000;
-// Bulk counts are kept modulo this (a multiple of the ring; a small file size).
 const COUNT_MOD = 1 << 30;
 const BELL = new Uint8Array([1]);
 const MAX_BELLS = 16;
@@ -219,8 +216,9 @@ export abstract class LaneBase implements ByteReader, ByteWriter {
 }
 
 /**
- * The files of one side, for what it writes: the two stream files, the bulk
- * ring and the reader's bulk count; then the same four for what it reads.
+ * The files of one side: the two stream files it writes, the two it reads;
+ * its bulk ring and the reader's count of it; the other side's bulk ring and
+ * this side's count of that.
  */
 type Files = [
   Deno.FsFile,
@@ -238,20 +236,13 @@ export class Lane extends LaneBase {
   #files: Files;
   #out = 0; // which of files[0..1] the writer fills
   #outSize = 0;
-  #in = 4; // which of files[4..5] the reader reads
+  #in = 2; // which of files[2..3] the reader reads
   #inRead = 0;
-  #chunk = new Uint8Array(0); // a header and its bytes, written at once
   #bulkWritten = 0;
-  #bulkReadSeen = 0;
+  #bulkReadSeen = 0; // the reader's count as last looked at
   #bulkOutAt = 0; // where the bulk ring file's position is
   #bulkRead = 0;
   #bulkInAt = 0;
-  // Stream bytes read and not yet taken; the chunk being taken.
-  #buf = new Uint8Array(1 << 12);
-  #bufStart = 0;
-  #bufEnd = 0;
-  #left = 0;
-  #bulk = false;
 
   constructor(conn: Deno.Conn, files: Files) {
     super(conn);
@@ -259,42 +250,11 @@ export class Lane extends LaneBase {
   }
 
   protected put(p: Uint8Array): number {
-    if (p.length >= BULK_MIN) return this.#putBulk(p);
-    if (!this.#streamRoom(4 + p.length)) return 0;
-    if (this.#chunk.length < 4 + p.length) this.#chunk = new Uint8Array(4 + BULK_MIN);
-    setU32(this.#chunk, 0, p.length);
-    this.#chunk.set(p, 4);
-    this.#append(this.#chunk.subarray(0, 4 + p.length));
-    return p.length;
-  }
-
-  #putBulk(p: Uint8Array): number {
-    if (!this.#streamRoom(4)) return 0;
-    let room = BULK_RING - mod(this.#bulkWritten - this.#bulkReadSeen);
-    if (room < p.length) {
-      this.#bulkReadSeen = this.#files[3].seekSync(0, Deno.SeekMode.End);
-      room = BULK_RING - mod(this.#bulkWritten - this.#bulkReadSeen);
+    if (this.#outSize >= SWITCH && !this.#moveOn() && this.#outSize + p.length > LIMIT) {
+      return 0;
     }
-    const n = Math.min(p.length, room);
-    if (n < BULK_MIN) return 0; // the reader is a ring behind: it rings as it catches up
-    this.#bulkOutAt = ringWrite(
-      this.#files[2],
-      this.#bulkWritten % BULK_RING,
-      this.#bulkOutAt,
-      p.subarray(0, n),
-    );
-    this.#bulkWritten = mod(this.#bulkWritten + n);
-    // The header follows the bytes: a reader that sees it finds them there.
-    const header = new Uint8Array(4);
-    setU32(header, 0, (BULK | n) >>> 0);
-    this.#append(header);
-    return n;
-  }
-
-  // Whether n more bytes may go in the stream now (moving to the other file
-  // if the current one is full and the reader has emptied the other).
-  #streamRoom(n: number): boolean {
-    return !(this.#outSize >= SWITCH && !this.#moveOn() && this.#outSize + n > LIMIT);
+    this.#append(p);
+    return p.length;
   }
 
   #append(p: Uint8Array): void {
@@ -304,13 +264,7 @@ export class Lane extends LaneBase {
   }
 
   writeAtExit(p: Uint8Array): void {
-    // One chunk in the stream, past the size limit: the reader sees the end
-    // when the socket closes.
-    if (this.closed || p.length === 0) return;
-    const header = new Uint8Array(4);
-    setU32(header, 0, p.length);
-    this.#append(header);
-    this.#append(p);
+    if (!this.closed) this.#append(p);
   }
 
   // Moves to the other file if the reader has emptied it.
@@ -325,80 +279,13 @@ export class Lane extends LaneBase {
 
   readNow(p: Uint8Array): number {
     if (this.closed || p.length === 0) return 0;
-    if (this.#left === 0 && this.#bufStart === this.#bufEnd) {
-      // Between chunks with nothing buffered: the usual poll, one read.
-      const n = this.#readStream(this.#buf);
-      if (n === 0) return 0;
-      this.#bufStart = 0;
-      this.#bufEnd = n;
-    }
-    let out = 0;
-    while (out < p.length) {
-      if (this.#left === 0) {
-        // Once something is read, only what is buffered: the caller polls
-        // again anyway, and an empty read is a system call.
-        if (!this.#fill(4, out === 0)) break;
-        const header = getU32(this.#buf, this.#bufStart);
-        this.#bufStart += 4;
-        this.#bulk = header >= BULK;
-        this.#left = header & ~BULK;
-        continue;
-      }
-      const want = Math.min(this.#left, p.length - out);
-      if (this.#bulk) {
-        this.#bulkInAt = ringRead(
-          this.#files[6],
-          this.#bulkRead % BULK_RING,
-          this.#bulkInAt,
-          p.subarray(out, out + want),
-        );
-        this.#bulkRead = mod(this.#bulkRead + want);
-        this.#left -= want;
-        out += want;
-        if (this.#left === 0) {
-          // Room for the writer, which may be waiting for it.
-          this.#files[7].truncateSync(this.#bulkRead);
-          this.ring();
-        }
-      } else {
-        if (!this.#fill(1, out === 0)) break;
-        const n = Math.min(want, this.#bufEnd - this.#bufStart);
-        p.set(this.#buf.subarray(this.#bufStart, this.#bufStart + n), out);
-        this.#bufStart += n;
-        this.#left -= n;
-        out += n;
-      }
-    }
-    return out;
-  }
-
-  // Reads the stream until `need` bytes are buffered; false if they are not
-  // there yet (or not buffered, when `read` is false).
-  #fill(need: number, read: boolean): boolean {
-    if (this.#bufEnd - this.#bufStart >= need) return true;
-    if (!read) return false;
-    if (this.#bufStart === this.#bufEnd) this.#bufStart = this.#bufEnd = 0;
-    else if (this.#bufStart > 0) {
-      this.#buf.copyWithin(0, this.#bufStart, this.#bufEnd);
-      this.#bufEnd -= this.#bufStart;
-      this.#bufStart = 0;
-    }
-    while (this.#bufEnd - this.#bufStart < need) {
-      const n = this.#readStream(this.#buf.subarray(this.#bufEnd));
-      if (n === 0) return false;
-      this.#bufEnd += n;
-    }
-    return true;
-  }
-
-  #readStream(p: Uint8Array): number {
     const file = this.#files[this.#in]!;
     let n = file.readSync(p) ?? 0;
     if (n > 0 || this.#inRead < SWITCH) {
       this.#inRead += n;
       return n;
     }
-    const other = this.#files[9 - this.#in]!;
+    const other = this.#files[5 - this.#in]!;
     if (other.statSync().size === 0) return 0;
     // The writer moved on, after its last write here: read that first.
     n = file.readSync(p) ?? 0;
@@ -408,10 +295,47 @@ export class Lane extends LaneBase {
     }
     file.truncateSync(0);
     file.seekSync(0, Deno.SeekMode.Start);
-    this.#in = 9 - this.#in;
+    this.#in = 5 - this.#in;
     this.#inRead = 0;
     this.ring(); // a writer may be waiting for the file just emptied
-    return this.#readStream(p);
+    return this.readNow(p);
+  }
+
+  /** The largest frame the bulk ring takes. */
+  readonly bulkMax: number = BULK_RING;
+
+  /**
+   * Puts a frame's parts (`length` bytes in all) in the bulk ring if they fit
+   * now: false, having written nothing, if not. Their header goes in the
+   * stream after, flagged.
+   */
+  putBulk(parts: Uint8Array[], length: number): boolean {
+    if (this.closed) return false;
+    let room = BULK_RING - mod(this.#bulkWritten - this.#bulkReadSeen);
+    if (room < length) {
+      this.#bulkReadSeen = this.#files[5].seekSync(0, Deno.SeekMode.End);
+      room = BULK_RING - mod(this.#bulkWritten - this.#bulkReadSeen);
+      if (room < length) return false;
+    }
+    for (const part of parts) {
+      this.#bulkOutAt = ringWrite(
+        this.#files[4],
+        this.#bulkWritten % BULK_RING,
+        this.#bulkOutAt,
+        part,
+      );
+      this.#bulkWritten = mod(this.#bulkWritten + part.length);
+    }
+    return true;
+  }
+
+  /** Takes a flagged frame's bytes from the bulk ring into `p` (its length). */
+  readBulk(p: Uint8Array): void {
+    if (this.closed) throw new Error("Cannot read: the lane is closed");
+    this.#bulkInAt = ringRead(this.#files[6], this.#bulkRead % BULK_RING, this.#bulkInAt, p);
+    this.#bulkRead = mod(this.#bulkRead + p.length);
+    this.#files[7].truncateSync(this.#bulkRead);
+    this.ring(); // room for a writer that may wait for it
   }
 
   protected release(): void {
@@ -421,17 +345,6 @@ export class Lane extends LaneBase {
       } catch { /* closed */ }
     }
   }
-}
-
-function setU32(p: Uint8Array, at: number, value: number): void {
-  p[at] = value & 0xff;
-  p[at + 1] = (value >>> 8) & 0xff;
-  p[at + 2] = (value >>> 16) & 0xff;
-  p[at + 3] = value >>> 24;
-}
-
-function getU32(p: Uint8Array, at: number): number {
-  return (p[at]! | p[at + 1]! << 8 | p[at + 2]! << 16) + p[at + 3]! * 0x1000000;
 }
 
 function mod(n: number): number {
@@ -635,7 +548,8 @@ export async function offerLane(conn: Deno.Conn, dir: string): Promise<Lane | un
   try {
     await writeAll(conn, new Uint8Array([name.length, ...name]));
     const answer = files === undefined ? null : await readExactly(conn, 1);
-    // Files 0 to 3 carry what this side writes; 4 to 7 what it reads.
+    // Files 0 and 1 carry what this side writes, 2 and 3 what it reads; 4 to
+    // 7 the bulk rings and their counts.
     if (answer?.[0] === YES) lane = new Lane(conn, files as Files);
     return lane;
   } finally {
@@ -654,7 +568,7 @@ export async function takeLane(conn: Deno.Conn): Promise<Lane | undefined> {
   const base = new TextDecoder().decode(name);
   let files: Deno.FsFile[];
   try {
-    files = openAll([4, 5, 6, 7, 0, 1, 2, 3].map((i) => `${base}.${i}`), false);
+    files = openAll([2, 3, 0, 1, 6, 7, 4, 5].map((i) => `${base}.${i}`), false);
   } catch {
     await writeAll(conn, new Uint8Array([NO]));
     return undefined;

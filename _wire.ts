@@ -24,6 +24,18 @@ export interface ByteWriter {
   writeNow?(p: Uint8Array): number;
   /** With writeNow: settles when there may be room again. */
   space?(): Promise<void>;
+  /**
+   * Takes a large frame's parts out of the stream if there is room now (a
+   * file lane's bulk ring); its header then goes in the stream flagged.
+   */
+  putBulk?(parts: Uint8Array[], length: number): boolean;
+  /** With putBulk: the largest frame the bulk ring can take. */
+  readonly bulkMax?: number;
+}
+
+/** A source that may hold flagged frames' bytes apart (see ByteWriter.putBulk). */
+interface BulkSource {
+  readBulk?(p: Uint8Array): void;
 }
 
 /** Frames above this size are refused as corrupt unless a reader allows more. */
@@ -33,6 +45,10 @@ const HEADER = 4;
 // Frames are copied into a stage of this size; parts this large are written as they are.
 const STAGE = 1 << 16;
 const LARGE = 1 << 15;
+// Frames this large go to a sink's bulk ring when it has one; their header's
+// top bit says so (no frame is that long: the limit is below it).
+const BULK_MIN = 1 << 16;
+const BULK_FLAG = 0x80000000;
 // A batch frame (writeRecord) grows up to this size.
 const BATCH = 1 << 14;
 
@@ -47,9 +63,13 @@ export class FrameReader {
   #start = 0;
   #end = 0;
 
+  #bulk: ((p: Uint8Array) => void) | undefined;
+
   constructor(source: ByteReader, maxFrame: number = DEFAULT_MAX_FRAME) {
     this.#source = source;
     this.#max = maxFrame;
+    const bulk = (source as BulkSource).readBulk;
+    if (bulk !== undefined) this.#bulk = (p) => bulk.call(source, p);
   }
 
   /**
@@ -74,9 +94,14 @@ export class FrameReader {
     }
   }
 
+  // The length of the next frame in the stream: 0 for a bulk frame's header,
+  // whose bytes are apart.
   #length(): number {
     const b = this.#buf, s = this.#start;
     const length = (b[s]! | (b[s + 1]! << 8) | (b[s + 2]! << 16) | (b[s + 3]! << 24)) >>> 0;
+    if (length >= BULK_FLAG && length - BULK_FLAG <= this.#max && this.#bulk !== undefined) {
+      return 0;
+    }
     if (length > this.#max) {
       throw new TypeError(
         `Cannot read frame: its length ${length} is over the limit of ${this.#max} bytes; the stream is corrupt`,
@@ -110,7 +135,9 @@ export class FrameReader {
       }
     }
     const frame = await this.next();
-    return frame === null ? null : frame.slice();
+    if (frame === null) return null;
+    // A bulk frame is fresh already; a view of the buffer is copied.
+    return frame.buffer === this.#buf.buffer ? frame.slice() : frame;
   }
 
   /**
@@ -188,6 +215,15 @@ export class FrameReader {
   #parse(): Uint8Array | null {
     if (this.#end - this.#start < HEADER) return null;
     const length = this.#length();
+    if (length === 0 && this.#bulk !== undefined && this.#buf[this.#start + 3]! >= 0x80) {
+      const b = this.#buf, s = this.#start;
+      const frame = new Uint8Array(
+        ((b[s]! | (b[s + 1]! << 8) | (b[s + 2]! << 16) | (b[s + 3]! << 24)) >>> 0) - BULK_FLAG,
+      );
+      this.#bulk(frame);
+      this.#start += HEADER;
+      return frame;
+    }
     const from = this.#start + HEADER;
     if (this.#end - from < length) return null;
     this.#start = from + length;
@@ -214,11 +250,28 @@ export class FrameReader {
   }
 }
 
+/** A large frame waiting to go to the sink's bulk ring, then its flagged header. */
+class Bulk {
+  readonly parts: Uint8Array[];
+  readonly length: number;
+  readonly header = new Uint8Array(HEADER);
+  /** Whether the parts are in the ring. */
+  put = false;
+
+  constructor(parts: Uint8Array[], length: number) {
+    this.parts = parts;
+    this.length = length;
+    new DataView(this.header.buffer).setUint32(0, (BULK_FLAG | length) >>> 0, true);
+  }
+}
+
+type Chunk = Uint8Array | Bulk;
+
 /** Writes frames, coalescing those queued while a write is in flight. */
 export class FrameWriter {
   #sink: ByteWriter;
   // Sealed chunks waiting for the next write, then the stage small frames are copied into.
-  #chunks: Uint8Array[] = [];
+  #chunks: Chunk[] = [];
   #stage = new Uint8Array(STAGE);
   #stageView = new DataView(this.#stage.buffer);
   #stageLength = 0;
@@ -265,6 +318,16 @@ export class FrameWriter {
     this.#batchAt = -1;
     let length = 0;
     for (const part of parts) length += part.length;
+    if (length >= BULK_MIN && length <= (this.#sink.bulkMax ?? 0)) {
+      // Its bytes go to the bulk ring when its turn to be written comes, so
+      // the ring holds them in the order of their headers.
+      this.#seal();
+      this.#chunks.push(
+        new Bulk(parts.map((part) => part.length >= LARGE ? part : part.slice()), length),
+      );
+      this.#pendingBytes += HEADER + length;
+      return this.#flushSoon();
+    }
     this.#reserve(HEADER);
     this.#stageView.setUint32(this.#stageLength, length, true);
     this.#stageLength += HEADER;
@@ -401,16 +464,23 @@ export class FrameWriter {
 
   // The chunks being written, which of them is at the sink, and how much of
   // it is written (exact with a writeNow sink).
-  #current: Uint8Array[] | undefined;
+  #current: Chunk[] | undefined;
   #at = 0;
   #offset = 0;
 
-  async #writeAll(chunks: Uint8Array[]): Promise<void> {
+  async #writeAll(chunks: Chunk[]): Promise<void> {
     const sink = this.#sink;
     this.#current = chunks;
     for (this.#at = 0; this.#at < chunks.length; this.#at++) {
-      const chunk = chunks[this.#at]!;
+      let chunk = chunks[this.#at]!;
       this.#offset = 0;
+      if (chunk instanceof Bulk) {
+        while (!chunk.put) {
+          if (sink.putBulk!(chunk.parts, chunk.length)) chunk.put = true;
+          else await sink.space!();
+        }
+        chunk = chunk.header;
+      }
       while (this.#offset < chunk.length) {
         if (sink.writeNow !== undefined) {
           const n = sink.writeNow(chunk.subarray(this.#offset));
@@ -439,14 +509,28 @@ export class FrameWriter {
     const current = this.#current;
     this.#current = undefined;
     if (current !== undefined && this.#at < current.length) {
-      write(current[this.#at]!.subarray(this.#offset));
-      for (const chunk of current.slice(this.#at + 1)) write(chunk);
+      this.#writeChunkAtExit(current[this.#at]!, this.#offset, write);
+      for (const chunk of current.slice(this.#at + 1)) this.#writeChunkAtExit(chunk, 0, write);
     }
     this.#seal();
     const chunks = this.#chunks;
     this.#chunks = [];
     this.#pendingBytes = 0;
-    for (const chunk of chunks) write(chunk);
+    for (const chunk of chunks) this.#writeChunkAtExit(chunk, 0, write);
+  }
+
+  #writeChunkAtExit(chunk: Chunk, offset: number, write: (p: Uint8Array) => void): void {
+    if (!(chunk instanceof Bulk)) return write(chunk.subarray(offset));
+    if (!chunk.put && !this.#sink.putBulk!(chunk.parts, chunk.length)) {
+      // No room in the ring: the frame goes in the stream as any other.
+      const header = new Uint8Array(HEADER);
+      new DataView(header.buffer).setUint32(0, chunk.length, true);
+      write(header);
+      for (const part of chunk.parts) write(part);
+      return;
+    }
+    chunk.put = true;
+    write(chunk.header.subarray(offset));
   }
 
   /**
