@@ -3,6 +3,7 @@
 // results, or the first error, for the whole chunk. Closing the pipe ends it.
 import { decode } from "./_codec.ts";
 import type { Connection } from "./pipe.ts";
+import { flushNow } from "./_socket.ts";
 import type { TargetRef } from "./_target.ts";
 
 /**
@@ -39,6 +40,9 @@ async function load({ module, exportName }: TargetRef): Promise<(...args: unknow
   return value as (...args: unknown[]) => unknown;
 }
 
+// Milliseconds of work after which a task's reply is written at once.
+const LONG_TASK = 0.5;
+
 /** The task id under which a worker reports that its initializer threw. */
 export const INITIALIZER_FAILED = -1;
 
@@ -67,6 +71,7 @@ export async function poolWorker(
     for (const [id, fnId, ref, star, payload] of batch) {
       let reply: ResultMessage;
       if (ref !== null) functions.set(fnId, load(ref));
+      const started = performance.now();
       try {
         const calls = decode(payload) as unknown[];
         const fn = await functions.get(fnId)!;
@@ -81,8 +86,11 @@ export async function poolWorker(
       } catch (error) {
         reply = [id, false, error];
       }
-      // Not awaited: replies made in one turn go out in one write.
+      // Not awaited: replies made in one turn go out in one write. But after
+      // a long task, the reply goes now: the pool can take it in while the
+      // next one runs.
       sent.push(conn.send(reply).catch((error) => conn.send([id, false, error])));
+      if (performance.now() - started > LONG_TASK) conn[flushNow]();
     }
     await Promise.all(sent);
   }

@@ -296,6 +296,12 @@ const NOTHING = new Uint8Array(0);
  * that completes only there (~1 µs). setTimeout(0) takes ~2 ms in Deno 2.9.6,
  * and node:timers' setImmediate costs a child ~4 ms to load.
  */
+/**
+ * A connection end's method that writes what it has queued now, instead of at
+ * the event loop's next turn: for a sender that is about to be busy a while.
+ */
+export const flushNow: unique symbol = Symbol("@seed/multiprocessing/flushNow");
+
 export function nextTurn(conn: Deno.Conn): Promise<unknown> {
   return conn.write(NOTHING);
 }

@@ -28,6 +28,7 @@ import {
 import {
   connectTo,
   exportRoute,
+  flushNow,
   grantSocket,
   laneMemoryFor,
   laneMemoryOf,
@@ -248,6 +249,16 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
   #readable: boolean;
   #writable: boolean;
   #state: "open" | "closed" | "moved" = "open";
+
+  /**
+   * Writes what is queued now rather than at the next turn of the event loop
+   * (for the pool's workers, whose next task may take a while).
+   *
+   * @ignore
+   */
+  [flushNow](): void {
+    this.#link?.writer.flushNow();
+  }
   // Where sends go: the hub (this end is local to it) or a link.
   #hub: PipeHub | undefined;
   #slot = 0;

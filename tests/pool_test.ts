@@ -7,11 +7,14 @@ import {
   RemoteError,
   type StartMethod,
   TimeoutError,
+  Value,
   ValueError,
   WorkerLostError,
 } from "../mod.ts";
 import {
   add,
+  busyFor,
+  busyUntilSet,
   dieOn,
   double,
   failOn,
@@ -224,3 +227,18 @@ Deno.test("Pool() refuses bad options and functions that are not exported", asyn
   assert.throws(() => pool.applyAsync((x: number) => x, [1]), TypeError);
   assert.throws(() => pool.mapAsync(double, [1], { chunksize: 0 }), RangeError);
 });
+
+for (const method of METHODS) {
+  Deno.test(`Pool: a long task's result comes back while the next task of its batch runs (${method})`, async () => {
+    await using pool = new Pool({ processes: 1, startMethod: method });
+    await pool.apply(double, [1]); // the worker is up
+    const flag = new Value("i", 0);
+    // Sent together, to the one worker: the second spins until the first's
+    // result has reached us (and we set the flag), or 20 s.
+    const first = pool.applyAsync(busyFor, [5]);
+    const second = pool.applyAsync(busyUntilSet, [flag, 20_000]);
+    assert.equal(await first.get(), 5);
+    flag.value = 1;
+    assert.equal(await second.get(), 1);
+  });
+}

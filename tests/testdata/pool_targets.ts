@@ -1,5 +1,5 @@
 // Functions the pool tests run in pool workers.
-import { currentProcess, ValueError } from "../../mod.ts";
+import { currentProcess, type Value, ValueError } from "../../mod.ts";
 
 let initialized: unknown = null;
 
@@ -61,4 +61,18 @@ export function returnsFunction(): () => void {
 
 export function pid(): number {
   return Deno.pid;
+}
+
+/** Keeps the thread busy for `ms` milliseconds, then returns `ms`. */
+export function busyFor(ms: number): number {
+  const end = performance.now() + ms;
+  while (performance.now() < end) { /* busy */ }
+  return ms;
+}
+
+/** Keeps the thread busy until `flag` is non-zero or `ms` pass; returns the flag. */
+export function busyUntilSet(flag: Value<"i">, ms: number): number {
+  const end = performance.now() + ms;
+  while (flag.value === 0 && performance.now() < end) { /* busy */ }
+  return flag.value;
 }
