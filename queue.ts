@@ -186,19 +186,19 @@ interface Impl {
 interface Client {
   link: Link;
   credit: number;
-  /** Items sent and not yet taken. */
-  inflight: Inflight;
+  /** Items sent and not yet taken, in the order sent. */
+  inflight: SeqQueue;
   starving: boolean;
   recalled: boolean;
   held: boolean;
 }
 
 /**
- * A client's items in flight, in the order sent. A client takes them in that
- * order (but for items handed out again after a return), so an ack is one
- * step at the head: a Map cost the hub a hash per item each way.
+ * Items with their sequence numbers, taken from the front: two arrays and a
+ * head index (shift() on a long array is O(n)). The hub's queue, a client's
+ * items in flight and a client's buffer are each one.
  */
-class Inflight {
+class SeqQueue {
   #seqs: number[] = [];
   #items: Uint8Array[] = [];
   #head = 0;
@@ -209,43 +209,90 @@ class Inflight {
     return this.#seqs.length - this.#head;
   }
 
-  add(seq: number, item: Uint8Array): void {
+  /** The first item's sequence number (when there is one). */
+  get firstSeq(): number {
+    return this.#seqs[this.#head]!;
+  }
+
+  push(seq: number, item: Uint8Array): void {
     this.#seqs.push(seq);
     this.#items.push(item);
     this.bytes += item.length;
   }
 
-  remove(seq: number): void {
-    const head = this.#head;
-    if (head < this.#seqs.length && this.#seqs[head] === seq) {
-      this.bytes -= this.#items[head]!.length;
-      this.#items[head] = undefined as unknown as Uint8Array;
-      this.#head++;
-      if (this.#head === this.#seqs.length) {
-        this.#seqs = [];
-        this.#items = [];
-        this.#head = 0;
-      } else if (this.#head > 4096 && this.#head * 2 > this.#seqs.length) {
-        this.#seqs = this.#seqs.slice(this.#head);
-        this.#items = this.#items.slice(this.#head);
-        this.#head = 0;
+  /** Puts an item in sequence order: one handed out again goes back to its place. */
+  insert(seq: number, item: Uint8Array): void {
+    const seqs = this.#seqs;
+    if (this.size === 0 || seqs[seqs.length - 1]! < seq) return this.push(seq, item);
+    let at = seqs.length;
+    while (at > this.#head && seqs[at - 1]! > seq) at--;
+    seqs.splice(at, 0, seq);
+    this.#items.splice(at, 0, item);
+    this.bytes += item.length;
+  }
+
+  /** Puts items back in sequence order, all at once (a dead client's). */
+  merge(entries: [number, Uint8Array][]): void {
+    entries.sort((a, b) => a[0] - b[0]);
+    const seqs: number[] = [];
+    const items: Uint8Array[] = [];
+    let i = 0;
+    for (let at = this.#head; at < this.#seqs.length; at++) {
+      const seq = this.#seqs[at]!;
+      for (; i < entries.length && entries[i]![0] < seq; i++) {
+        seqs.push(entries[i]![0]);
+        items.push(entries[i]![1]);
       }
-      return;
+      seqs.push(seq);
+      items.push(this.#items[at]!);
     }
-    const at = this.#seqs.indexOf(seq, head);
+    for (; i < entries.length; i++) {
+      seqs.push(entries[i]![0]);
+      items.push(entries[i]![1]);
+    }
+    this.#seqs = seqs;
+    this.#items = items;
+    this.#head = 0;
+    for (const [, item] of entries) this.bytes += item.length;
+  }
+
+  /** Takes the first item (there must be one). */
+  shift(): Uint8Array {
+    const item = this.#items[this.#head]!;
+    this.#items[this.#head++] = undefined as unknown as Uint8Array;
+    this.bytes -= item.length;
+    if (this.#head === this.#seqs.length) this.clear();
+    else if (this.#head > 4096 && this.#head * 2 > this.#seqs.length) {
+      this.#seqs = this.#seqs.slice(this.#head);
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return item;
+  }
+
+  /** Removes the item with `seq`: the first one, as a rule (items are taken in order). */
+  remove(seq: number): void {
+    if (this.size > 0 && this.firstSeq === seq) return void this.shift();
+    const at = this.#seqs.indexOf(seq, this.#head);
     if (at < 0) return;
     this.bytes -= this.#items[at]!.length;
     this.#seqs.splice(at, 1);
     this.#items.splice(at, 1);
   }
 
-  /** The items, by sequence number. */
   entries(): [number, Uint8Array][] {
     const entries: [number, Uint8Array][] = [];
     for (let i = this.#head; i < this.#seqs.length; i++) {
       entries.push([this.#seqs[i]!, this.#items[i]!]);
     }
-    return entries.sort((a, b) => a[0] - b[0]);
+    return entries;
+  }
+
+  clear(): void {
+    this.#seqs = [];
+    this.#items = [];
+    this.#head = 0;
+    this.bytes = 0;
   }
 }
 
@@ -263,10 +310,8 @@ class Hub implements Impl {
   readonly maxsize: number;
   // Items in sequence order: a returned item goes back to its place, so items
   // reach getters in the order they were put, as far as the getters allow.
-  #items: Uint8Array[] = [];
-  #seqs: number[] = [];
+  #queue = new SeqQueue();
   #seq = 0;
-  #head = 0;
   #clients = new Set<Client>();
   #getters = new Set<{ wake(): void }>();
   #putters: Putter[] = [];
@@ -281,12 +326,8 @@ class Hub implements Impl {
     hubs.set(this.id, this);
   }
 
-  get #length(): number {
-    return this.#items.length - this.#head;
-  }
-
   #size(): number {
-    let size = this.#length;
+    let size = this.#queue.size;
     for (const client of this.#clients) size += client.inflight.size;
     return size;
   }
@@ -295,28 +336,8 @@ class Hub implements Impl {
     return this.maxsize <= 0 || this.#size() < this.maxsize;
   }
 
-  #shift(): Uint8Array | undefined {
-    if (this.#head >= this.#items.length) return undefined;
-    const item = this.#items[this.#head]!;
-    this.#shiftedSeq = this.#seqs[this.#head]!;
-    this.#items[this.#head++] = undefined as unknown as Uint8Array;
-    if (this.#head === this.#items.length) {
-      this.#items = [];
-      this.#seqs = [];
-      this.#head = 0;
-    } else if (this.#head > 4096 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#seqs = this.#seqs.slice(this.#head);
-      this.#head = 0;
-    }
-    return item;
-  }
-
-  #shiftedSeq = 0;
-
   #add(data: Uint8Array): void {
-    this.#items.push(data);
-    this.#seqs.push(++this.#seq);
+    this.#queue.push(++this.#seq, data);
     this.#unfinished++;
   }
 
@@ -332,7 +353,7 @@ class Hub implements Impl {
     const client: Client = {
       link,
       credit: 0,
-      inflight: new Inflight(),
+      inflight: new SeqQueue(),
       starving: false,
       recalled: false,
       held: false,
@@ -365,27 +386,8 @@ class Hub implements Impl {
     this.#pump();
   }
 
-  #requeue(returned: Inflight): void {
-    const entries = returned.entries();
-    const items: Uint8Array[] = [];
-    const seqs: number[] = [];
-    let i = 0;
-    for (let at = this.#head; at < this.#items.length; at++) {
-      const seq = this.#seqs[at]!;
-      while (i < entries.length && entries[i]![0] < seq) {
-        seqs.push(entries[i]![0]);
-        items.push(entries[i++]![1]);
-      }
-      seqs.push(seq);
-      items.push(this.#items[at]!);
-    }
-    for (; i < entries.length; i++) {
-      seqs.push(entries[i]![0]);
-      items.push(entries[i]![1]);
-    }
-    this.#items = items;
-    this.#seqs = seqs;
-    this.#head = 0;
+  #requeue(returned: SeqQueue): void {
+    this.#queue.merge(returned.entries());
   }
 
   #onFrame(client: Client, frame: Uint8Array): void {
@@ -421,7 +423,7 @@ class Hub implements Impl {
       case RETURN: {
         // Its acks came first: what is still in flight it did not take.
         const back = client.inflight;
-        client.inflight = new Inflight();
+        client.inflight = new SeqQueue();
         client.credit = 0;
         client.recalled = false;
         if (back.size > 0) this.#requeue(back);
@@ -493,22 +495,22 @@ class Hub implements Impl {
   /** Hands items to waiting getters and clients, admits waiting putters. */
   #pump(): void {
     for (;;) {
-      while (this.#length > 0) {
+      while (this.#queue.size > 0) {
         if (this.#getters.size > 0) {
-          const before = this.#length;
+          const before = this.#queue.size;
           for (const getter of this.#getters) {
             getter.wake();
             break;
           }
-          if (this.#length < before) continue;
+          if (this.#queue.size < before) continue;
         }
         const client = this.#pick();
         if (client === undefined) break;
-        const item = this.#shift()!;
-        const seq = this.#shiftedSeq;
+        const seq = this.#queue.firstSeq;
+        const item = this.#queue.shift();
         client.credit--;
         client.starving = false;
-        client.inflight.add(seq, item);
+        client.inflight.push(seq, item);
         // Small items share frames. Headers are copied at once: one scratch
         // serves every item.
         if (item.length <= RECORD_MAX) client.link.sendRecord(ITEMS, seqPrefix(seq), item);
@@ -524,9 +526,9 @@ class Hub implements Impl {
         putter.admit();
         admitted = true;
       }
-      if (!admitted || this.#length === 0) break;
+      if (!admitted || this.#queue.size === 0) break;
     }
-    if (this.#length > 0) return;
+    if (this.#queue.size > 0) return;
     let hungry = this.#getters.size > 0;
     for (const client of this.#clients) if (client.starving) hungry = true;
     if (!hungry) return;
@@ -607,20 +609,17 @@ class Hub implements Impl {
   }
 
   take(): Uint8Array | undefined {
-    const item = this.#shift();
-    if (item !== undefined) queueMicrotask(this.#pumpLater);
-    return item;
+    if (this.#queue.size === 0) return undefined;
+    queueMicrotask(this.#pumpLater);
+    return this.#queue.shift();
   }
 
   #pumpLater = () => this.#pump();
 
   get(nowait: boolean, options?: WaitOptions): Promise<Uint8Array> {
     const attempt = () => {
-      const item = this.#shift();
-      if (item !== undefined) {
-        queueMicrotask(this.#pumpLater);
-        return item;
-      }
+      const item = this.take();
+      if (item !== undefined) return item;
       if (this.#shut) throw new ShutDown("Cannot get from queue as it is shut down and empty");
       if (nowait) throw new Empty("Cannot get from queue as it is empty");
       return undefined;
@@ -676,14 +675,12 @@ class Hub implements Impl {
         this.#shut = true;
         const immediate = Boolean(arg);
         if (immediate) {
-          const dropped = this.#length;
-          this.#items = [];
-          this.#seqs = [];
-          this.#head = 0;
+          const dropped = this.#queue.size;
+          this.#queue.clear();
           this.#unfinished = Math.max(0, this.#unfinished - dropped);
           for (const client of this.#clients) {
             this.#unfinished = Math.max(0, this.#unfinished - client.inflight.size);
-            client.inflight = new Inflight();
+            client.inflight = new SeqQueue();
           }
           if (this.#unfinished === 0) { for (const joiner of [...this.#joiners]) joiner(); }
         }
@@ -737,9 +734,7 @@ class Remote implements Impl {
   #link: Link | undefined;
   #connecting: Promise<Link> | undefined;
   // Items received and not yet taken, in sequence order.
-  #buffer: Uint8Array[] = [];
-  #bufferSeqs: number[] = [];
-  #head = 0;
+  #buffer = new SeqQueue();
   #granted = 0;
   #taken: number[] = [];
   #ackQueued = false;
@@ -837,17 +832,7 @@ class Remote implements Impl {
 
   #receive(seq: number, data: Uint8Array): void {
     this.#granted--;
-    const seqs = this.#bufferSeqs;
-    if (seqs.length === this.#head || seqs[seqs.length - 1]! < seq) {
-      seqs.push(seq);
-      this.#buffer.push(data);
-    } else {
-      // A returned item handed out again: back to its place.
-      let at = seqs.length;
-      while (at > this.#head && seqs[at - 1]! > seq) at--;
-      seqs.splice(at, 0, seq);
-      this.#buffer.splice(at, 0, data);
-    }
+    this.#buffer.insert(seq, data);
   }
 
   #wakeGetter(): void {
@@ -886,9 +871,7 @@ class Remote implements Impl {
         return;
       }
       case RECALL: {
-        this.#buffer = [];
-        this.#bufferSeqs = [];
-        this.#head = 0;
+        this.#buffer.clear();
         this.#granted = 0;
         this.flushTaken();
         this.#send([OP_RETURN]);
@@ -900,9 +883,7 @@ class Remote implements Impl {
         this.#shut = true;
         if (what === "drained" || immediate) this.#drained = true;
         if (immediate) {
-          this.#buffer = [];
-          this.#bufferSeqs = [];
-          this.#head = 0;
+          this.#buffer.clear();
         }
         for (const getter of [...this.#getters]) getter.wake();
         return;
@@ -911,7 +892,7 @@ class Remote implements Impl {
   }
 
   #topUp(starving: boolean): void {
-    const buffered = this.#buffer.length - this.#head;
+    const buffered = this.#buffer.size;
     const more = Math.max(0, WINDOW - buffered - this.#granted);
     if (more === 0 && !starving) return;
     this.#granted += more;
@@ -919,20 +900,10 @@ class Remote implements Impl {
   }
 
   #take(): Uint8Array | undefined {
-    if (this.#head >= this.#buffer.length) return undefined;
-    const item = this.#buffer[this.#head]!;
-    this.#taken.push(this.#bufferSeqs[this.#head]!);
-    this.#buffer[this.#head++] = undefined as unknown as Uint8Array;
-    if (this.#head === this.#buffer.length) {
-      this.#buffer = [];
-      this.#bufferSeqs = [];
-      this.#head = 0;
-    } else if (this.#head > WINDOW && this.#head * 2 > this.#buffer.length) {
-      this.#buffer = this.#buffer.slice(this.#head);
-      this.#bufferSeqs = this.#bufferSeqs.slice(this.#head);
-      this.#head = 0;
-    }
-    const buffered = this.#buffer.length - this.#head;
+    if (this.#buffer.size === 0) return undefined;
+    this.#taken.push(this.#buffer.firstSeq);
+    const item = this.#buffer.shift();
+    const buffered = this.#buffer.size;
     if (buffered + this.#granted <= WINDOW / 2) {
       this.#topUp(false);
       this.flushTaken(); // rides with the credit
