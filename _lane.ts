@@ -258,8 +258,7 @@ export class Lane extends LaneBase {
   }
 
   #append(p: Uint8Array): void {
-    const file = this.#files[this.#out]!;
-    for (let at = 0; at < p.length;) at += file.writeSync(p.subarray(at));
+    writeFully(this.#files[this.#out]!, p);
     this.#outSize += p.length;
   }
 
@@ -356,10 +355,10 @@ function mod(n: number): number {
 function ringWrite(file: Deno.FsFile, at: number, position: number, p: Uint8Array): number {
   const first = Math.min(p.length, BULK_RING - at);
   if (position !== at) file.seekSync(at, Deno.SeekMode.Start);
-  for (let i = 0; i < first;) i += file.writeSync(p.subarray(i, first));
+  writeFully(file, p.subarray(0, first));
   if (first === p.length) return at + first;
   file.seekSync(0, Deno.SeekMode.Start);
-  for (let i = first; i < p.length;) i += file.writeSync(p.subarray(i));
+  writeFully(file, p.subarray(first));
   return p.length - first;
 }
 
@@ -371,6 +370,10 @@ function ringRead(file: Deno.FsFile, at: number, position: number, p: Uint8Array
   file.seekSync(0, Deno.SeekMode.Start);
   readFully(file, p.subarray(first));
   return p.length - first;
+}
+
+function writeFully(file: Deno.FsFile, p: Uint8Array): void {
+  for (let at = 0; at < p.length;) at += file.writeSync(p.subarray(at));
 }
 
 function readFully(file: Deno.FsFile, p: Uint8Array): void {

@@ -94,14 +94,21 @@ export class FrameReader {
     }
   }
 
-  // The length of the next frame in the stream: 0 for a bulk frame's header,
-  // whose bytes are apart.
-  #length(): number {
+  // The next frame's header, as it stands.
+  #header(): number {
     const b = this.#buf, s = this.#start;
-    const length = (b[s]! | (b[s + 1]! << 8) | (b[s + 2]! << 16) | (b[s + 3]! << 24)) >>> 0;
-    if (length >= BULK_FLAG && length - BULK_FLAG <= this.#max && this.#bulk !== undefined) {
-      return 0;
-    }
+    return (b[s]! | (b[s + 1]! << 8) | (b[s + 2]! << 16) | (b[s + 3]! << 24)) >>> 0;
+  }
+
+  // Whether a header is a bulk frame's, whose bytes are apart (readBulk).
+  #isBulk(header: number): boolean {
+    return header >= BULK_FLAG && header - BULK_FLAG <= this.#max && this.#bulk !== undefined;
+  }
+
+  // The length of the next frame in the stream: 0 for a bulk frame's header.
+  #length(header = this.#header()): number {
+    if (this.#isBulk(header)) return 0;
+    const length = header;
     if (length > this.#max) {
       throw new TypeError(
         `Cannot read frame: its length ${length} is over the limit of ${this.#max} bytes; the stream is corrupt`,
@@ -214,16 +221,14 @@ export class FrameReader {
 
   #parse(): Uint8Array | null {
     if (this.#end - this.#start < HEADER) return null;
-    const length = this.#length();
-    if (length === 0 && this.#bulk !== undefined && this.#buf[this.#start + 3]! >= 0x80) {
-      const b = this.#buf, s = this.#start;
-      const frame = new Uint8Array(
-        ((b[s]! | (b[s + 1]! << 8) | (b[s + 2]! << 16) | (b[s + 3]! << 24)) >>> 0) - BULK_FLAG,
-      );
-      this.#bulk(frame);
+    const header = this.#header();
+    if (this.#isBulk(header)) {
+      const frame = new Uint8Array(header - BULK_FLAG);
+      this.#bulk!(frame);
       this.#start += HEADER;
       return frame;
     }
+    const length = this.#length(header);
     const from = this.#start + HEADER;
     if (this.#end - from < length) return null;
     this.#start = from + length;

@@ -107,6 +107,19 @@ let ends: {
   describe(end: Connection, context: EncodeContext): EndDescriptor;
 };
 
+/** The bytes of `buf`, with `offset` checked to fall within them. */
+function bytesAt(buf: ArrayBufferView | ArrayBuffer, offset: number, what: string): Uint8Array {
+  const bytes = buf instanceof ArrayBuffer
+    ? new Uint8Array(buf)
+    : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (!Number.isInteger(offset) || offset < 0 || offset > bytes.length) {
+    throw new RangeError(
+      `Cannot ${what}: offset ${offset} is outside the buffer of ${bytes.length} bytes`,
+    );
+  }
+  return bytes;
+}
+
 /** The meeting point of a pipe's two ends, in the process that made it. */
 class PipeHub {
   readonly id: string = newId("p");
@@ -513,14 +526,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
   sendBytes(buf: ArrayBufferView | ArrayBuffer, offset = 0, size?: number): Promise<void> {
     try {
       this.#check("send bytes", "send");
-      const bytes = buf instanceof ArrayBuffer
-        ? new Uint8Array(buf)
-        : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-      if (!Number.isInteger(offset) || offset < 0 || offset > bytes.length) {
-        throw new RangeError(
-          `Cannot send bytes: offset ${offset} is outside the buffer of ${bytes.length} bytes`,
-        );
-      }
+      const bytes = bytesAt(buf, offset, "send bytes");
       const length = size ?? bytes.length - offset;
       if (!Number.isInteger(length) || length < 0 || offset + length > bytes.length) {
         throw new RangeError(
@@ -674,14 +680,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
    * ```
    */
   async recvBytesInto(buf: ArrayBufferView | ArrayBuffer, offset = 0): Promise<number> {
-    const bytes = buf instanceof ArrayBuffer
-      ? new Uint8Array(buf)
-      : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-    if (!Number.isInteger(offset) || offset < 0 || offset > bytes.length) {
-      throw new RangeError(
-        `Cannot receive bytes: offset ${offset} is outside the buffer of ${bytes.length} bytes`,
-      );
-    }
+    const bytes = bytesAt(buf, offset, "receive bytes");
     const message = await this.#next(undefined, "receive bytes");
     if (message.data.length > bytes.length - offset) {
       throw new BufferTooShort(

@@ -82,38 +82,31 @@ const OP_RETURN = new Uint8Array([RETURN]);
 const ITEM_HEADER = new Uint8Array([ITEM, 0, 0, 0, 0, 0, 0, 0, 0]);
 const ITEM_HEADER_VIEW = new DataView(ITEM_HEADER.buffer);
 const NO_PREFIX = new Uint8Array(0);
-// An item's sequence number goes through these (no view per item).
-const seqView = new Float64Array(1);
-const seqBytes = new Uint8Array(seqView.buffer);
-const BIG_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 0;
+// An item's sequence number, as an ITEMS record's prefix (copied at once).
+const SEQ_PREFIX = new Uint8Array(8);
+const SEQ_PREFIX_VIEW = new DataView(SEQ_PREFIX.buffer);
 
 function seqPrefix(seq: number): Uint8Array {
-  seqView[0] = seq;
-  if (BIG_ENDIAN) seqBytes.reverse();
-  return seqBytes;
+  SEQ_PREFIX_VIEW.setFloat64(0, seq, true);
+  return SEQ_PREFIX;
 }
 
-function readSeq(frame: Uint8Array, at: number): number {
-  for (let i = 0; i < 8; i++) seqBytes[BIG_ENDIAN ? 7 - i : i] = frame[at + i]!;
-  return seqView[0]!;
+function viewOf(frame: Uint8Array): DataView {
+  return new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
 }
 
 /**
  * Checks a batch frame (FrameWriter.writeRecord) from byte 1 on: records of
  * `prefix` bytes, a u32 length and that many bytes, ending with the frame.
  */
-function wholeRecords(frame: Uint8Array, prefix: number): boolean {
+function wholeRecords(view: DataView, prefix: number): boolean {
   let at = 1;
-  while (at < frame.length) {
+  while (at < view.byteLength) {
     at += prefix + 4;
-    if (at > frame.length) return false;
-    at += recordLength(frame, at - 4);
+    if (at > view.byteLength) return false;
+    at += view.getUint32(at - 4, true);
   }
-  return at === frame.length;
-}
-
-function recordLength(frame: Uint8Array, at: number): number {
-  return (frame[at]! | frame[at + 1]! << 8 | frame[at + 2]! << 16) + frame[at + 3]! * 0x1000000;
+  return at === view.byteLength;
 }
 
 function control(op: number, a: number, b: number, c = 0): Uint8Array {
@@ -127,7 +120,7 @@ function control(op: number, a: number, b: number, c = 0): Uint8Array {
 }
 
 function readControl(frame: Uint8Array): [number, number, number] {
-  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const view = viewOf(frame);
   return [view.getUint32(1, true), view.getUint32(5, true), frame[9]!];
 }
 
@@ -397,17 +390,18 @@ class Hub implements Impl {
         if (!this.#shut) this.#add(frame.subarray(1));
         return;
       case PUTS: {
-        if (!wholeRecords(frame, 0)) return client.link.close();
+        const view = viewOf(frame);
+        if (!wholeRecords(view, 0)) return client.link.close();
         if (this.#shut) return;
         for (let at = 1; at < frame.length;) {
-          const length = recordLength(frame, at);
+          const length = view.getUint32(at, true);
           this.#add(frame.subarray(at + 4, at + 4 + length));
           at += 4 + length;
         }
         return;
       }
       case ACK: {
-        const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+        const view = viewOf(frame);
         const n = view.getUint32(1, true);
         for (let i = 0; i < n; i++) client.inflight.remove(view.getFloat64(5 + 8 * i, true));
         return;
@@ -846,12 +840,12 @@ class Remote implements Impl {
   #onFrame(frame: Uint8Array): void {
     switch (frame[0]) {
       case ITEM:
-        this.#receive(readSeq(frame, 1), frame.subarray(9));
+        this.#receive(viewOf(frame).getFloat64(1, true), frame.subarray(9));
         this.#wakeGetter();
         return;
       case ITEMS: {
-        if (!wholeRecords(frame, 8)) return void this.#link?.close();
-        const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+        const view = viewOf(frame);
+        if (!wholeRecords(view, 8)) return void this.#link?.close();
         for (let at = 1; at < frame.length;) {
           const length = view.getUint32(at + 8, true);
           this.#receive(view.getFloat64(at, true), frame.subarray(at + 12, at + 12 + length));
