@@ -201,6 +201,10 @@ let refs = new Map<object, number>();
 let encodeContext: EncodeContext | undefined;
 let handleContext: EncodeContext | undefined;
 let encoding = false;
+// Scratch for packed number arrays. Deno runs on little-endian machines only
+// (x86-64, AArch64), so typed arrays write the byte order the format names.
+let numbers = new Float64Array(0);
+let ints32 = new Int32Array(0);
 
 /**
  * Serializes a value with structured-clone semantics, handles and MessagePorts.
@@ -261,6 +265,7 @@ function encodeWith(
         out = new Uint8Array(SCRATCH);
         outView = new DataView(out.buffer);
       }
+      if (numbers.length > 1 << 17) [numbers, ints32] = [new Float64Array(0), new Int32Array(0)];
     }
   }
   const saved = [out, outView, pos, refs, encodeContext, handleContext] as const;
@@ -478,13 +483,18 @@ function writeArray(array: unknown[]): void {
 
 // An array of numbers (no holes) as 4 or 8 bytes each: a pool's map of
 // 100,000 numbers costs a tenth of a value-by-value encoding. False, having
-// written nothing, when the array holds anything else.
+// written nothing, when the array holds anything else. One pass in script
+// (check and copy); the rest is typed-array copies, fast before V8 has
+// compiled anything, which is when a pool's first map runs.
 function writePacked(array: unknown[]): boolean {
   const length = array.length;
+  if (numbers.length < length) numbers = new Float64Array(Math.max(length, numbers.length * 2));
+  const scratch = numbers;
   let ints = true;
   for (let i = 0; i < length; i++) {
     const n = array[i];
     if (typeof n !== "number") return false;
+    scratch[i] = n;
     if (ints && ((n | 0) !== n || (n === 0 && 1 / n < 0))) ints = false;
   }
   const width = ints ? 4 : 8;
@@ -492,12 +502,16 @@ function writePacked(array: unknown[]): boolean {
   writeUint(length);
   writeByte(width);
   if (pos + width * length > out.length) grow(width * length);
-  if (ints) {
-    for (let i = 0; i < length; i++, pos += 4) outView.setInt32(pos, array[i] as number, true);
-  } else {
-    for (let i = 0; i < length; i++, pos += 8) outView.setFloat64(pos, array[i] as number, true);
-  }
+  let packed: Float64Array | Int32Array = scratch.subarray(0, length);
+  if (ints) (packed = int32Scratch(length)).set(scratch.subarray(0, length));
+  out.set(new Uint8Array(packed.buffer, 0, width * length), pos);
+  pos += width * length;
   return true;
+}
+
+function int32Scratch(length: number): Int32Array {
+  if (ints32.length < length) ints32 = new Int32Array(Math.max(length, ints32.length * 2));
+  return ints32;
 }
 
 function isSparse(array: unknown[]): boolean {
@@ -991,11 +1005,15 @@ function readPacked(): number[] {
   const width = readByte();
   if (width !== 4 && width !== 8) corrupt(`a packed number width of ${width}`);
   if (length * width > end - at) corrupt(`a length of ${length} runs past the end`);
-  const array: number[] = [];
+  let bytes = input.subarray(at, at + length * width);
+  // A typed array needs its start aligned to its width.
+  if (bytes.byteOffset % width !== 0) bytes = bytes.slice();
+  const packed = width === 4
+    ? new Int32Array(bytes.buffer, bytes.byteOffset, length)
+    : new Float64Array(bytes.buffer, bytes.byteOffset, length);
+  const array: number[] = new Array(length);
   objects.push(array);
-  const view = new DataView(input.buffer, input.byteOffset + at, length * width);
-  if (width === 4) { for (let i = 0; i < length; i++) array.push(view.getInt32(i * 4, true)); }
-  else for (let i = 0; i < length; i++) array.push(view.getFloat64(i * 8, true));
+  for (let i = 0; i < length; i++) array[i] = packed[i]!;
   at += length * width;
   return array;
 }

@@ -40,6 +40,27 @@ async function load({ module, exportName }: TargetRef): Promise<(...args: unknow
   return value as (...args: unknown[]) => unknown;
 }
 
+/**
+ * Calls `fn` on `calls` from `from` on, into `results`, until one returns a
+ * promise: returns its index (or the length when none did). A small function
+ * of its own, so V8 compiles this loop soon, which it does late for a loop in
+ * the async function around it.
+ */
+function run(
+  fn: (...args: unknown[]) => unknown,
+  star: boolean,
+  calls: unknown[],
+  results: unknown[],
+  from: number,
+): number {
+  for (let i = from; i < calls.length; i++) {
+    const result = star ? fn(...calls[i] as unknown[]) : fn(calls[i]);
+    results[i] = result;
+    if (result instanceof Promise) return i;
+  }
+  return calls.length;
+}
+
 // Milliseconds of work after which a task's reply is written at once.
 const LONG_TASK = 0.5;
 
@@ -76,11 +97,10 @@ export async function poolWorker(
         const calls = decode(payload) as unknown[];
         const fn = await functions.get(fnId)!;
         const results = new Array(calls.length);
-        for (let i = 0; i < calls.length; i++) {
-          let result = star ? fn(...calls[i] as unknown[]) : fn(calls[i]);
+        for (let i = run(fn, star, calls, results, 0); i < calls.length;) {
           // Await only what needs it: a microtask per item is a cost in a big map.
-          if (result instanceof Promise) result = await result;
-          results[i] = result;
+          results[i] = await results[i];
+          i = run(fn, star, calls, results, i + 1);
         }
         reply = [id, true, results];
       } catch (error) {

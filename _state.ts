@@ -117,3 +117,10 @@ export const classes: { Process?: new (options: typeof REVIVE) => object } = {};
  * alive (Process.join() does, for a daemon): for a pool to watch its workers.
  */
 export const exits: WeakMap<object, Promise<number>> = new WeakMap();
+
+/**
+ * V8 flags for a `"process"` child, set before it starts: what the pool asks
+ * for its workers (see the pool engine). Not a public option: V8's flags are
+ * not a stable interface.
+ */
+export const v8Flags: WeakMap<object, string[]> = new WeakMap();

@@ -216,6 +216,23 @@ function encodeChunk(calls: unknown[], start: number, star: boolean): Uint8Array
   }
 }
 
+// Arrays joined by one concat call at most: its arguments go on the stack.
+const CONCAT_MAX = 4096;
+
+/**
+ * The chunks' results as one array. `concat` copies arrays in one native call,
+ * before V8 has compiled anything, which is when a pool's first map runs; a
+ * loop that copies item by item is interpreted then.
+ */
+function concatAll(parts: unknown[][]): unknown[] {
+  if (parts.length <= CONCAT_MAX) return ([] as unknown[]).concat(...parts);
+  const groups: unknown[][] = [];
+  for (let i = 0; i < parts.length; i += CONCAT_MAX) {
+    groups.push(concatAll(parts.slice(i, i + CONCAT_MAX)));
+  }
+  return concatAll(groups);
+}
+
 function positiveInteger(value: unknown, what: string): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
@@ -327,8 +344,8 @@ export class Pool implements AsyncDisposable {
     for (let start = 0; start < calls.length; start += chunksize) {
       payloads.push(encodeChunk(calls.slice(start, start + chunksize), start, star));
     }
-    const results = new Array(calls.length);
-    if (payloads.length === 0) return Promise.resolve(results);
+    if (payloads.length === 0) return Promise.resolve([]);
+    const parts: unknown[][] = new Array(payloads.length);
     return new Promise<unknown[]>((resolve, reject) => {
       let left = payloads.length;
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -340,10 +357,10 @@ export class Pool implements AsyncDisposable {
       const job: Job = {
         settled: false,
         done: (index, values) => {
-          for (let i = 0; i < values.length; i++) results[index * chunksize + i] = values[i];
+          parts[index] = values;
           if (--left === 0) {
             finish();
-            resolve(results);
+            resolve(concatAll(parts));
           }
         },
         fail: (error) => {

@@ -36,6 +36,7 @@ import {
   REVIVE,
   self,
   type StartMethod,
+  v8Flags,
   validateStartMethod,
 } from "./_state.ts";
 import { callerModules, findTarget, moduleUrl, type TargetRef } from "./_target.ts";
@@ -439,6 +440,8 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
   async #spawn(entry: string, payload: Uint8Array, context: EncodeContext): Promise<void> {
     const exe = denoExecutable();
     const flags = [...permissionFlags(this.#permissions, context.grants), ...resolutionFlags()];
+    const v8 = v8Flags.get(this);
+    if (v8 !== undefined) flags.push(`--v8-flags=${v8.join(",")}`);
     const command = new Deno.Command(exe, {
       args: ["run", ...flags, dataUrl(entry)],
       stdin: "piped",

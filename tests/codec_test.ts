@@ -669,6 +669,21 @@ Deno.test("encode() packs arrays of numbers and keeps every value", async (t) =>
     assert.ok(!(3 in back));
     assert.deepEqual(roundTrip([...ints.slice(0, 20), "x"]), [...ints.slice(0, 20), "x"]);
   });
+  await t.step("decodes from bytes at any alignment", () => {
+    for (const array of [ints, ints.map((n) => n / 3)]) {
+      const bytes = encode(array);
+      for (let shift = 0; shift < 8; shift++) {
+        const moved = new Uint8Array(bytes.length + shift);
+        moved.set(bytes, shift);
+        assert.deepEqual(decode(moved.subarray(shift)), array, `shifted by ${shift}`);
+      }
+    }
+  });
+  await t.step("a short array after a long one takes only its own values", () => {
+    encode(ints.map((n) => n / 3));
+    assert.deepEqual(roundTrip(ints.slice(0, 17)), ints.slice(0, 17));
+    assert.deepEqual(roundTrip([0.25, ...ints.slice(0, 16)]), [0.25, ...ints.slice(0, 16)]);
+  });
   await t.step("a bad width or length is refused", () => {
     const bytes = encode(ints.slice(0, 16));
     const badWidth = bytes.slice();

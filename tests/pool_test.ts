@@ -23,6 +23,7 @@ import {
   initFails,
   initValue,
   killSelf,
+  oddLater,
   returnsFunction,
   sleepMs,
   slowDouble,
@@ -42,6 +43,16 @@ for (const startMethod of METHODS) {
     }
     assert.deepEqual(await pool.map(double, []), []);
     assert.deepEqual(await pool.map(slowDouble, new Set([1, 2, 3])), [2, 4, 6]);
+  });
+
+  Deno.test(`Pool.map() awaits the promised results among plain ones in a chunk (${startMethod})`, async () => {
+    await using pool = new Pool({ processes: 2, startMethod });
+    const items = Array.from({ length: 13 }, (_, i) => i);
+    assert.deepEqual(await pool.map(oddLater, items, { chunksize: 13 }), items.map((x) => x * 2));
+    await assert.rejects(
+      pool.map(oddLater, [...items, 13], { chunksize: 14 }),
+      (error: Error) => error.name === "RangeError" && error.message === "bad odd 13",
+    );
   });
 
   Deno.test(`Pool.apply(), starmap() and the async forms return results (${startMethod})`, async () => {

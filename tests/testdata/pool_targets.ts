@@ -16,6 +16,12 @@ export async function slowDouble(x: number): Promise<number> {
   return x * 2;
 }
 
+/** Odd items' results come as promises, a rejected one for 13. */
+export function oddLater(x: number): number | Promise<number> {
+  if (x % 2 === 0) return x * 2;
+  return x === 13 ? Promise.reject(new RangeError("bad odd 13")) : Promise.resolve(x * 2);
+}
+
 export function failOn(x: number): number {
   if (x === 3) throw new RangeError(`bad item ${x}`);
   return x;
