@@ -236,8 +236,8 @@ export class PoolEngine {
     });
     // A pool keeps every core busy with its workers, so V8's helper threads
     // (compiling, collecting) only take time from them and from the parent:
-    // a worker does that work on its own thread. The first map of a pool
-    // takes about 40% less time; V8 compiles hot code all the same.
+    // a worker does that work on its own thread. A pool's first map takes
+    // about a fifth less time; V8 compiles hot code all the same.
     v8Flags.set(process, ["--single-threaded"]);
     const worker: WorkerRecord = {
       process,

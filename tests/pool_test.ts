@@ -41,6 +41,11 @@ for (const startMethod of METHODS) {
         assert.deepEqual(await pool.map(double, items, { chunksize }), items.map((x) => x * 2));
       });
     }
+    await t.step("more chunks than one concat call joins", async () => {
+      const many = Array.from({ length: 9_000 }, (_, i) => i);
+      const results = await pool.map(double, many, { chunksize: 1 });
+      assert.deepEqual(results, many.map((x) => x * 2));
+    });
     assert.deepEqual(await pool.map(double, []), []);
     assert.deepEqual(await pool.map(slowDouble, new Set([1, 2, 3])), [2, 4, 6]);
   });
