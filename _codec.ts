@@ -489,12 +489,12 @@ function writeArray(array: unknown[]): void {
 function writePacked(array: unknown[]): boolean {
   const length = array.length;
   if (numbers.length < length) numbers = new Float64Array(Math.max(length, numbers.length * 2));
-  const scratch = numbers;
+  const values = numbers.subarray(0, length);
   let ints = true;
   for (let i = 0; i < length; i++) {
     const n = array[i];
     if (typeof n !== "number") return false;
-    scratch[i] = n;
+    values[i] = n;
     if (ints && ((n | 0) !== n || (n === 0 && 1 / n < 0))) ints = false;
   }
   const width = ints ? 4 : 8;
@@ -502,16 +502,14 @@ function writePacked(array: unknown[]): boolean {
   writeUint(length);
   writeByte(width);
   if (pos + width * length > out.length) grow(width * length);
-  let packed: Float64Array | Int32Array = scratch.subarray(0, length);
-  if (ints) (packed = int32Scratch(length)).set(scratch.subarray(0, length));
+  let packed: Float64Array | Int32Array = values;
+  if (ints) {
+    if (ints32.length < length) ints32 = new Int32Array(numbers.length);
+    (packed = ints32.subarray(0, length)).set(values);
+  }
   out.set(new Uint8Array(packed.buffer, 0, width * length), pos);
   pos += width * length;
   return true;
-}
-
-function int32Scratch(length: number): Int32Array {
-  if (ints32.length < length) ints32 = new Int32Array(Math.max(length, ints32.length * 2));
-  return ints32;
 }
 
 function isSparse(array: unknown[]): boolean {

@@ -317,12 +317,8 @@ export class Lane extends LaneBase {
       if (room < length) return false;
     }
     for (const part of parts) {
-      this.#bulkOutAt = ringWrite(
-        this.#files[4],
-        this.#bulkWritten % BULK_RING,
-        this.#bulkOutAt,
-        part,
-      );
+      const at = this.#bulkWritten % BULK_RING;
+      this.#bulkOutAt = ringCopy(this.#files[4], at, this.#bulkOutAt, part, writeFully);
       this.#bulkWritten = mod(this.#bulkWritten + part.length);
     }
     return true;
@@ -331,7 +327,8 @@ export class Lane extends LaneBase {
   /** Takes a flagged frame's bytes from the bulk ring into `p` (its length). */
   readBulk(p: Uint8Array): void {
     if (this.closed) throw new Error("Cannot read: the lane is closed");
-    this.#bulkInAt = ringRead(this.#files[6], this.#bulkRead % BULK_RING, this.#bulkInAt, p);
+    const at = this.#bulkRead % BULK_RING;
+    this.#bulkInAt = ringCopy(this.#files[6], at, this.#bulkInAt, p, readFully);
     this.#bulkRead = mod(this.#bulkRead + p.length);
     this.#files[7].truncateSync(this.#bulkRead);
     this.ring(); // room for a writer that may wait for it
@@ -350,25 +347,21 @@ function mod(n: number): number {
   return ((n % COUNT_MOD) + COUNT_MOD) % COUNT_MOD;
 }
 
-// Writes `p` into a ring file at `at`, wrapping at its end; `position` is where
-// the file's position is. Returns where it is after.
-function ringWrite(file: Deno.FsFile, at: number, position: number, p: Uint8Array): number {
+// Writes `p` into (or reads it from) a ring file at `at`, wrapping at its end;
+// `position` is where the file's position is. Returns where it is after.
+function ringCopy(
+  file: Deno.FsFile,
+  at: number,
+  position: number,
+  p: Uint8Array,
+  copy: (file: Deno.FsFile, p: Uint8Array) => void,
+): number {
   const first = Math.min(p.length, BULK_RING - at);
   if (position !== at) file.seekSync(at, Deno.SeekMode.Start);
-  writeFully(file, p.subarray(0, first));
+  copy(file, p.subarray(0, first));
   if (first === p.length) return at + first;
   file.seekSync(0, Deno.SeekMode.Start);
-  writeFully(file, p.subarray(first));
-  return p.length - first;
-}
-
-function ringRead(file: Deno.FsFile, at: number, position: number, p: Uint8Array): number {
-  const first = Math.min(p.length, BULK_RING - at);
-  if (position !== at) file.seekSync(at, Deno.SeekMode.Start);
-  readFully(file, p.subarray(0, first));
-  if (first === p.length) return at + first;
-  file.seekSync(0, Deno.SeekMode.Start);
-  readFully(file, p.subarray(first));
+  copy(file, p.subarray(first));
   return p.length - first;
 }
 
