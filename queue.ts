@@ -909,7 +909,10 @@ class Remote implements Impl {
       this.#ackQueued = true;
       unacked.add(this);
       beforeSend.hook = flushAcks;
-      acksTimer ??= setTimeout(flushAcks, 1);
+      if (!acksTimed) {
+        acksTimed = true;
+        AbortSignal.timeout(1).onabort = flushAcks;
+      }
     }
     return item;
   }
@@ -1029,11 +1032,13 @@ class Remote implements Impl {
 
 const remotes = new Map<string, Remote>();
 const unacked = new Set<Remote>();
-let acksTimer: ReturnType<typeof setTimeout> | undefined;
+// Whether a timer will flush the acks. An AbortSignal's, not setTimeout: in
+// Deno 2.9.6 the first setTimeout of a process or worker loads Node's timers
+// (5-10 ms), which held up a consumer's first item by as much.
+let acksTimed = false;
 
 function flushAcks(): void {
-  if (acksTimer !== undefined) clearTimeout(acksTimer);
-  acksTimer = undefined;
+  acksTimed = false;
   if (beforeSend.hook === flushAcks) beforeSend.hook = undefined;
   for (const remote of [...unacked]) remote.flushTaken();
 }
