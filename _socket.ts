@@ -292,16 +292,20 @@ function runBeforeSend(): void {
 const NOTHING = new Uint8Array(0);
 
 /**
- * Settles at the event loop's next turn: a write of nothing is an async op
- * that completes only there (~1 µs). setTimeout(0) takes ~2 ms in Deno 2.9.6,
- * and node:timers' setImmediate costs a child ~4 ms to load.
- */
-/**
  * A connection end's method that writes what it has queued now, instead of at
  * the event loop's next turn: for a sender that is about to be busy a while.
  */
 export const flushNow: unique symbol = Symbol("@seed/multiprocessing/flushNow");
 
+/**
+ * Settles a little later, for frames queued meanwhile to share a write: a
+ * write of nothing is an async op (~1 µs) that Deno 2.9.6 completes at once,
+ * so it settles after two microtask hops, not at the event loop's next turn
+ * (a producer awaiting each put shares a write among some 75 small items).
+ * A true turn costs more here: setTimeout(0) takes ~2 ms, setImmediate loads
+ * Node's timers (5-10 ms in a fresh isolate), and a started MessagePort keeps
+ * the program alive.
+ */
 export function nextTurn(conn: Deno.Conn): Promise<unknown> {
   return conn.write(NOTHING);
 }

@@ -433,10 +433,8 @@ export class FrameWriter {
   async #flush(): Promise<void> {
     try {
       for (;;) {
-        // Let the program queue more frames before each write: a producer
-        // awaiting each put runs on microtasks, so wait for the event loop's
-        // turn (it comes when the producer waits, at the latest when
-        // pendingBytes make it pace itself).
+        // Let the program queue more frames before each write (a link's turn
+        // is a few microtask hops: see nextTurn in _socket.ts).
         await this.#turn().catch(() => {});
         if (this.#inFlight !== undefined) await this.#inFlight;
         this.#seal();
