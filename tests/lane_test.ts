@@ -126,14 +126,23 @@ for (const kind of ["files", "memory"] as const) {
   });
 
   Deno.test(`lane (${kind}): the reader sees the end after everything written`, async () => {
-    await using p = await pair(undefined, kind);
-    const data = pattern(100_000, 3);
-    await p.server!.write(data);
-    p.serverConn.close();
-    p.server!.close();
-    assert.deepEqual(await readAll(p.client!, data.length), data);
-    assert.equal(await p.client!.read(new Uint8Array(16)), null);
+    await assertEndAfter(kind, 3, (lane, data) => lane.write(data));
   });
+}
+
+/** Writes 100,000 bytes with `write`, closes the writing side, and reads them and the end. */
+async function assertEndAfter(
+  kind: "files" | "memory",
+  seed: number,
+  write: (lane: LaneBase, data: Uint8Array) => unknown,
+): Promise<void> {
+  await using p = await pair(undefined, kind);
+  const data = pattern(100_000, seed);
+  await write(p.server!, data);
+  p.serverConn.close();
+  p.server!.close();
+  assert.deepEqual(await readAll(p.client!, data.length), data);
+  assert.equal(await p.client!.read(new Uint8Array(16)), null);
 }
 
 Deno.test("lane: a writer far ahead of its reader waits for it", async () => {
@@ -183,13 +192,7 @@ Deno.test("lane (memory): a writer a ring ahead of its reader waits for it", asy
 
 for (const kind of ["files", "memory"] as const) {
   Deno.test(`lane (${kind}): what is written at exit arrives`, async () => {
-    await using p = await pair(undefined, kind);
-    const data = pattern(100_000, 6);
-    p.server!.writeAtExit(data);
-    p.serverConn.close();
-    p.server!.close();
-    assert.deepEqual(await readAll(p.client!, data.length), data);
-    assert.equal(await p.client!.read(new Uint8Array(16)), null);
+    await assertEndAfter(kind, 6, (lane, data) => lane.writeAtExit(data));
   });
 }
 
