@@ -389,6 +389,33 @@ const WRITTEN = 0;
 const READ = 1;
 const WAITING = 2;
 
+// V8 copies to or from a SharedArrayBuffer a byte at a time unless both
+// addresses agree modulo 8 (then a word at a time): 265 µs per MiB against
+// 32 µs here. A frame's payload sits in the ring after its header, so it
+// rarely agrees. Such a copy, when large, goes through a scratch buffer placed
+// to agree with the ring: two fast copies, ~55 µs per MiB. The scratch buffer
+// grows to the largest such copy (at most a ring) and is kept.
+const WORD = 8;
+const STAGED_MIN = 1024;
+let stage = new Uint8Array(0);
+
+/** `target.set(source, at)`, where one of the two is a SharedArrayBuffer's. */
+function copyShared(target: Uint8Array, at: number, source: Uint8Array): void {
+  const length = source.length;
+  if (length < STAGED_MIN || (target.byteOffset + at - source.byteOffset) % WORD === 0) {
+    return target.set(source, at);
+  }
+  const shared = target.buffer instanceof SharedArrayBuffer
+    ? target.byteOffset + at
+    : source.byteOffset;
+  if (stage.length < length + WORD) {
+    stage = new Uint8Array(Math.max(length + WORD, stage.length * 2));
+  }
+  const staged = stage.subarray(shared % WORD, shared % WORD + length);
+  staged.set(source);
+  target.set(staged, at);
+}
+
 /** Memory for a {@linkcode SabLane}: both directions. */
 export function sabLaneMemory(): SharedArrayBuffer {
   return new SharedArrayBuffer(2 * (HEADER_BYTES + RING));
@@ -431,8 +458,8 @@ export class SabLane extends LaneBase {
     const n = Math.min(room, p.length);
     const at = this.#written % RING;
     const first = Math.min(n, RING - at);
-    this.#outData.set(p.subarray(0, first), at);
-    if (first < n) this.#outData.set(p.subarray(first, n), 0);
+    copyShared(this.#outData, at, p.subarray(0, first));
+    if (first < n) copyShared(this.#outData, 0, p.subarray(first, n));
     this.#written = (this.#written + n) >>> 0;
     Atomics.store(this.#outHeader, WRITTEN, this.#written | 0);
     return n;
@@ -469,8 +496,8 @@ export class SabLane extends LaneBase {
     const n = Math.min(available, p.length);
     const at = this.#read % RING;
     const first = Math.min(n, RING - at);
-    p.set(this.#inData.subarray(at, at + first));
-    if (first < n) p.set(this.#inData.subarray(0, n - first), first);
+    copyShared(p, 0, this.#inData.subarray(at, at + first));
+    if (first < n) copyShared(p, first, this.#inData.subarray(0, n - first));
     this.#read = (this.#read + n) >>> 0;
     Atomics.store(this.#inHeader, READ, this.#read | 0);
     Atomics.notify(this.#inHeader, READ);
