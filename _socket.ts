@@ -50,7 +50,12 @@ export function exportRoute(id: string, route: Route): string {
   if (listener === undefined) {
     dir ??= makeSocketDir();
     listenPath = `${dir}/s${Deno.pid}.sock`;
-    listener = Deno.listen({ transport: "unix", path: listenPath });
+    try {
+      listener = Deno.listen({ transport: "unix", path: listenPath });
+    } catch (error) {
+      removeDir(); // no --allow-net, say: nothing is left behind
+      throw error;
+    }
     listener.unref();
     acceptLoop(listener);
     hookUnload();
@@ -75,15 +80,64 @@ export function unexportRoute(id: string): void {
  */
 export function makeSocketDir(prefix = "seed-mp-"): string {
   const shm = "/dev/shm";
+  let made: string | undefined;
   if (
     Deno.build.os === "linux" &&
     Deno.permissions.querySync({ name: "write", path: shm }).state === "granted"
   ) {
     try {
-      return Deno.makeTempDirSync({ dir: shm, prefix });
+      made = Deno.makeTempDirSync({ dir: shm, prefix: `${prefix}${Deno.pid}-` });
     } catch { /* no tmpfs here */ }
   }
-  return Deno.makeTempDirSync({ prefix });
+  made ??= Deno.makeTempDirSync({ prefix: `${prefix}${Deno.pid}-` });
+  sweepSocketDirs(made.slice(0, made.lastIndexOf("/")));
+  return made;
+}
+
+// A socket dir holds its program's socket while the program lives.
+const STALE_MS = 60_000;
+
+/**
+ * Removes the socket dirs in `base` that programs left: empty, and untouched
+ * for a minute. A program that ends on an uncaught error skips "unload", which
+ * removes its dir; its socket and lane files go, the dir stays. A dir whose
+ * program is alive (where /proc can tell) is kept.
+ */
+export function sweepSocketDirs(base: string): void {
+  // Only where reading is granted: asking would prompt the user.
+  const readable = (path: string) =>
+    Deno.permissions.querySync({ name: "read", path }).state === "granted";
+  if (!readable(base)) return;
+  const procs = Deno.build.os === "linux" && readable("/proc");
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(base)].map((entry) => entry.name);
+  } catch {
+    return; // gone, or not ours to read (/dev/shm needs --allow-all)
+  }
+  for (const name of names) {
+    const pid = Number(/^seed-mp-(\d+)-/.exec(name)?.[1]);
+    if (!(pid > 0) || pid === Deno.pid) continue;
+    const path = `${base}/${name}`;
+    try {
+      if (Date.now() - (Deno.statSync(path).mtime?.getTime() ?? Infinity) < STALE_MS) continue;
+    } catch {
+      continue;
+    }
+    if (procs) {
+      try {
+        Deno.statSync(`/proc/${pid}`);
+        continue; // alive
+      } catch (error) {
+        // NotCapable: /proc needs --allow-all; the dir's state decides.
+        const unknown = error instanceof Deno.errors.NotCapable;
+        if (!(error instanceof Deno.errors.NotFound) && !unknown) continue;
+      }
+    }
+    try {
+      Deno.removeSync(path); // fails unless empty
+    } catch { /* in use, not ours, or gone */ }
+  }
 }
 
 /**

@@ -25,6 +25,7 @@ import {
   whoAmI,
   writeResult,
 } from "./testdata/targets.ts";
+import { sweepSocketDirs } from "../_socket.ts";
 import { makeHidden } from "./testdata/not_exported.ts";
 import { Token } from "./testdata/token.ts";
 import { within } from "./testdata/helpers.ts";
@@ -490,4 +491,45 @@ Deno.test("Process default names count up: Process-N", () => {
   const n = Number(a.name.split("-")[1]);
   assert.match(a.name, /^Process-\d+$/);
   assert.equal(b.name, `Process-${n + 1}`);
+});
+
+Deno.test("a socket that cannot be listened on fails the call and leaves no socket dir", async () => {
+  const run = driver(["no-net"], ["--allow-read", "--allow-write", "--allow-run"]).spawn();
+  const out = await run.output();
+  assert.equal(out.code, 0);
+  assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), { error: "NotCapable" });
+  const base = Deno.env.get("TMPDIR") ?? "/tmp";
+  const left = [...Deno.readDirSync(base)].filter((e) => e.name.startsWith(`seed-mp-${run.pid}-`));
+  assert.deepEqual(left, []);
+});
+
+Deno.test("the socket dir of a program that died of an uncaught error is swept by the next", async () => {
+  const run = driver(["uncaught"], ["--allow-read", "--allow-write", "--allow-run", "--allow-net"])
+    .spawn();
+  const out = await run.output();
+  assert.equal(out.code, 1);
+  assert.match(new TextDecoder().decode(out.stderr), /left uncaught on purpose/);
+  await waitGone(JSON.parse(new TextDecoder().decode(out.stdout)).daemon, 10_000);
+  // Without --allow-all, /dev/shm is out of reach: the driver's dir is in the temp dir.
+  const base = Deno.env.get("TMPDIR") ?? "/tmp";
+  const ours = () =>
+    [...Deno.readDirSync(base)].map((e) => e.name).filter((name) =>
+      name.startsWith(`seed-mp-${run.pid}-`)
+    ).sort();
+  const [left] = ours();
+  assert.ok(left !== undefined, "the dead program's socket dir is there to sweep");
+  // Kept: a dir that is not empty, and one touched within the minute.
+  const full = `seed-mp-${run.pid}-full`, fresh = `seed-mp-${run.pid}-fresh`;
+  Deno.mkdirSync(`${base}/${full}`);
+  Deno.writeFileSync(`${base}/${full}/file`, new Uint8Array(1));
+  Deno.mkdirSync(`${base}/${fresh}`);
+  try {
+    const old = new Date(Date.now() - 120_000);
+    Deno.utimeSync(`${base}/${left}`, old, old);
+    Deno.utimeSync(`${base}/${full}`, old, old);
+    sweepSocketDirs(base);
+    assert.deepEqual(ours(), [fresh, full].sort());
+  } finally {
+    for (const name of ours()) Deno.removeSync(`${base}/${name}`, { recursive: true });
+  }
 });

@@ -1,6 +1,6 @@
 // A parent program for tests that must watch a whole parent's life: its exit,
 // its death, its output. Usage: driver.ts <mode> <dir> [startMethod]
-import { Process } from "../../mod.ts";
+import { Process, Queue } from "../../mod.ts";
 import { expectDenied, fail, probeReads, sleepForever, writeLater } from "./targets.ts";
 
 const [mode, dir = ".", method = "process"] = Deno.args;
@@ -55,6 +55,22 @@ if (!import.meta.main) {
     codes.push(child.exitCode);
   }
   console.log(JSON.stringify({ exitCodes: codes }));
+} else if (mode === "no-net") {
+  // Without --allow-net a queue cannot reach a child: the call fails.
+  const child = new Process({ target: hello, args: [new Queue()], startMethod });
+  try {
+    await child.start();
+  } catch (error) {
+    console.log(JSON.stringify({ error: (error as Error).name }));
+  }
+} else if (mode === "uncaught") {
+  // Ends on an uncaught error while its socket dir is in use: "unload" does not run.
+  // A queue handed to a child makes the socket dir (its listener's).
+  const queue = new Queue();
+  const daemon = new Process({ target: sleepForever, args: [queue], daemon: true, startMethod });
+  await daemon.start();
+  console.log(JSON.stringify({ daemon: daemon.pid }));
+  throw new Error("left uncaught on purpose");
 } else if (mode === "start") {
   const child = new Process({ target: hello, startMethod });
   try {
