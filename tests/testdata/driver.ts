@@ -10,6 +10,11 @@ export function hello(): void {
   console.log("hello from the child");
 }
 
+/** Sleeps with a queue in hand (which made the parent's socket dir). */
+export function holdQueue(_queue: Queue): Promise<never> {
+  return sleepForever();
+}
+
 if (!import.meta.main) {
   // Imported by a child for its target: nothing to drive.
 } else if (mode === "exit") {
@@ -57,7 +62,7 @@ if (!import.meta.main) {
   console.log(JSON.stringify({ exitCodes: codes }));
 } else if (mode === "no-net") {
   // Without --allow-net a queue cannot reach a child: the call fails.
-  const child = new Process({ target: hello, args: [new Queue()], startMethod });
+  const child = new Process({ target: holdQueue, args: [new Queue()], daemon: true, startMethod });
   try {
     await child.start();
   } catch (error) {
@@ -67,7 +72,7 @@ if (!import.meta.main) {
   // Ends on an uncaught error while its socket dir is in use: "unload" does not run.
   // A queue handed to a child makes the socket dir (its listener's).
   const queue = new Queue();
-  const daemon = new Process({ target: sleepForever, args: [queue], daemon: true, startMethod });
+  const daemon = new Process({ target: holdQueue, args: [queue], daemon: true, startMethod });
   await daemon.start();
   console.log(JSON.stringify({ daemon: daemon.pid }));
   throw new Error("left uncaught on purpose");
