@@ -129,9 +129,9 @@ export function sweepSocketDirs(base: string): void {
         Deno.statSync(`/proc/${pid}`);
         continue; // alive
       } catch (error) {
-        // NotCapable: /proc needs --allow-all; the dir's state decides.
-        const unknown = error instanceof Deno.errors.NotCapable;
-        if (!(error instanceof Deno.errors.NotFound) && !unknown) continue;
+        // Gone, or unknown (/proc needs --allow-all): the dir's state decides.
+        const { NotFound, NotCapable } = Deno.errors;
+        if (!(error instanceof NotFound || error instanceof NotCapable)) continue;
       }
     }
     try {
@@ -205,13 +205,17 @@ export interface LaneMemoryRef {
 }
 
 /**
- * Lane memory for the connection a worker will make to this process's
- * listener, when `context` goes to a worker: the memory travels in the
- * worker's start message (`context.shared`), the reference in a descriptor.
- * It is dropped if the worker never connects, or if the encode fails.
+ * `descriptor`, with lane memory for the connection a worker will make to
+ * this process's listener when `context` goes to a worker: the memory travels
+ * in the worker's start message (`context.shared`), the reference in the
+ * descriptor. It is dropped if the worker never connects, or if the encode
+ * fails.
  */
-export function laneMemoryFor(context: EncodeContext): LaneMemoryRef | undefined {
-  if (context.shared === undefined) return undefined;
+export function withLaneMemory<D extends object>(
+  descriptor: D,
+  context: EncodeContext,
+): D | D & LaneMemoryRef {
+  if (context.shared === undefined) return descriptor;
   const token = crypto.randomUUID();
   const memory = sabLaneMemory();
   memories.set(token, memory);
@@ -223,7 +227,7 @@ export function laneMemoryFor(context: EncodeContext): LaneMemoryRef | undefined
   queueMicrotask(() => {
     if (!context.commit?.includes(mark)) forget();
   });
-  return { memory: context.shared.push(memory) - 1, token };
+  return { ...descriptor, memory: context.shared.push(memory) - 1, token };
 }
 
 /** The lane memory a reference in a descriptor names, on the worker's side. */

@@ -386,12 +386,9 @@ export class FrameWriter {
   }
 
   #flushSoon(): Promise<void> {
-    if (this.#flushing === null) {
-      this.#flushing = this.#flush();
-      // Handled once here, so a caller may drop the promise: a .catch() per
-      // frame would keep thousands of reactions alive until the write.
-      this.#flushing.catch(() => {});
-    }
+    // Handled once here, so a caller may drop the promise: a .catch() per
+    // frame would keep thousands of reactions alive until the write.
+    this.#flushing ??= handled(this.#flush());
     return this.#flushing;
   }
 

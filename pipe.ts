@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { decode, encodeShort, VIEW_MAX } from "./_codec.ts";
+import { decode, encodeShort, ownShort } from "./_codec.ts";
 import { hmacSha256, sameBytes } from "./_hmac.ts";
 import {
   type DecodeContext,
@@ -30,11 +30,11 @@ import {
   exportRoute,
   flushNow,
   grantSocket,
-  laneMemoryFor,
   laneMemoryOf,
   Link,
   newId,
   unexportRoute,
+  withLaneMemory,
 } from "./_socket.ts";
 import { waitFor } from "./_wait.ts";
 import {
@@ -56,13 +56,13 @@ const LARGE = 1 << 16;
 interface Message {
   kind: number;
   data: Uint8Array;
-  /** `data` is a view of the codec's buffer: copy it to keep it past this turn. */
-  view?: boolean;
+  /** `data` is from encodeShort: take it with ownShort() to keep it past this turn. */
+  short?: boolean;
 }
 
 /** The message, with bytes of its own. */
 function owned(message: Message): Message {
-  return message.view ? { kind: message.kind, data: message.data.slice() } : message;
+  return message.short ? { kind: message.kind, data: ownShort(message.data) } : message;
 }
 
 /** Options of {@linkcode Connection.prototype.recv}. */
@@ -489,7 +489,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
       const context: EncodeContext = { commit: [] };
       // Copied once, into the frame or the inbox (see owned()).
       const data = encodeShort(obj, context, "message");
-      const sent = this.#out({ kind: OBJ, data, view: data.length < VIEW_MAX });
+      const sent = this.#out({ kind: OBJ, data, short: true });
       for (const commit of context.commit!) commit();
       return sent;
     } catch (error) {
@@ -820,7 +820,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     else queueMicrotask(commit);
     // The child this end went to died before it connected: it never will.
     context.lost?.push(() => target.abandon(targetSlot));
-    const descriptor: EndDescriptor = {
+    const descriptor = {
       path,
       id: hub.id,
       slot,
@@ -828,8 +828,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
       writable: this.#writable,
     };
     // A worker's link to the hub, here, goes through memory it is sent.
-    const lane = laneMemoryFor(context);
-    return lane === undefined ? descriptor : { ...descriptor, ...lane };
+    return withLaneMemory(descriptor, context);
   }
 
   #moveTo(hub: PipeHub, slot: number): void {

@@ -28,11 +28,11 @@ import {
   exitHooks,
   exportRoute,
   grantSocket,
-  laneMemoryFor,
   laneMemoryOf,
   type Link,
   newId,
   unexportRoute,
+  withLaneMemory,
 } from "./_socket.ts";
 import { waitFor, type WaitOptions } from "./_wait.ts";
 import { RECORD_MAX } from "./_wire.ts";
@@ -893,7 +893,7 @@ class Remote implements Impl {
     this.#send([control(CREDIT, more, 0, starving ? 1 : 0)]);
   }
 
-  #take(): Uint8Array | undefined {
+  take(): Uint8Array | undefined {
     if (this.#buffer.size === 0) return undefined;
     this.#taken.push(this.#buffer.firstSeq);
     const item = this.#buffer.shift();
@@ -975,13 +975,9 @@ class Remote implements Impl {
     return this.#call(++this.#nextCall, op, arg);
   }
 
-  take(): Uint8Array | undefined {
-    return this.#take();
-  }
-
   get(nowait: boolean, options?: WaitOptions): Promise<Uint8Array> {
     const attempt = () => {
-      const item = this.#take();
+      const item = this.take();
       if (item !== undefined) return item;
       if (this.#lost !== undefined) throw this.#lost;
       if (this.#drained) throw new ShutDown("Cannot get from queue as it is shut down and empty");
@@ -1161,8 +1157,7 @@ export class Queue<T = unknown> implements AsyncDisposable {
     const type = this instanceof JoinableQueue ? "JoinableQueue" : "Queue";
     const descriptor = { path, id: this.#impl.id, maxsize: this.#impl.maxsize, type } as const;
     // Only the queue's maker listens at `path`: a worker of it gets lane memory.
-    const lane = this.#impl instanceof Hub ? laneMemoryFor(context) : undefined;
-    return lane === undefined ? descriptor : { ...descriptor, ...lane };
+    return this.#impl instanceof Hub ? withLaneMemory(descriptor, context) : descriptor;
   }
 
   static #revive(
