@@ -228,6 +228,15 @@ export function encodeView(value: unknown, context?: EncodeContext, label = "val
   return encodeWith(value, context, label, false);
 }
 
+/**
+ * The encoding of an array of the numbers in `values`, as {@linkcode encode}
+ * writes an array of numbers: for a caller that collected them in a typed
+ * array, and so need not go over them again.
+ */
+export function encodeNumbers(values: Int32Array | Float64Array): Uint8Array {
+  return encodeWith(values, undefined, "numbers", true, writeNumbers as (value: unknown) => void);
+}
+
 /** Encodings shorter than this, from {@linkcode encodeShort}, are views. */
 export const VIEW_MAX: number = 1 << 14;
 
@@ -252,11 +261,12 @@ function encodeWith(
   context: EncodeContext | undefined,
   label: string,
   copy: boolean,
+  write: (value: unknown) => void = writeValue,
 ): Uint8Array {
   if (!encoding) {
     encoding = true;
     try {
-      return run(value, context, label, copy);
+      return run(value, context, label, copy, write);
     } finally {
       encoding = false;
       // A fresh map is cheaper than clearing this one (a runtime call).
@@ -274,7 +284,7 @@ function encodeWith(
   refs = new Map();
   try {
     // A nested encode has its own buffer: a view of it stays valid.
-    return run(value, context, label, false);
+    return run(value, context, label, false, write);
   } finally {
     [out, outView, pos, refs, encodeContext, handleContext] = saved;
   }
@@ -285,6 +295,7 @@ function run(
   context: EncodeContext | undefined,
   label: string,
   copy: boolean,
+  write: (value: unknown) => void,
 ): Uint8Array {
   pos = 0;
   encodeContext = context;
@@ -292,7 +303,7 @@ function run(
   const transferred = context?.transfer?.length ?? 0;
   const committed = context?.commit?.length ?? 0;
   try {
-    writeValue(value);
+    write(value);
   } catch (error) {
     // Nothing partial escapes: what this encode added to the context goes with it.
     if (context?.transfer !== undefined) context.transfer.length = transferred;
@@ -490,26 +501,51 @@ function writePacked(array: unknown[]): boolean {
   const length = array.length;
   if (numbers.length < length) numbers = new Float64Array(Math.max(length, numbers.length * 2));
   const values = numbers.subarray(0, length);
-  let ints = true;
-  for (let i = 0; i < length; i++) {
-    const n = array[i];
-    if (typeof n !== "number") return false;
-    values[i] = n;
-    if (ints && ((n | 0) !== n || (n === 0 && 1 / n < 0))) ints = false;
-  }
-  const width = ints ? 4 : 8;
-  writeByte(NUMBERS);
-  writeUint(length);
-  writeByte(width);
-  if (pos + width * length > out.length) grow(width * length);
+  let kind = copyNumbers(array, values);
+  if (kind === NOT_NUMBERS) return false;
+  if (kind === INTS_AND_ZEROS) kind = values.some(isNegativeZero) ? DOUBLES : INTS;
   let packed: Float64Array | Int32Array = values;
-  if (ints) {
+  if (kind === INTS) {
     if (ints32.length < length) ints32 = new Int32Array(numbers.length);
     (packed = ints32.subarray(0, length)).set(values);
   }
-  out.set(new Uint8Array(packed.buffer, 0, width * length), pos);
-  pos += width * length;
+  writeNumbers(packed);
   return true;
+}
+
+// What copyNumbers() found.
+const NOT_NUMBERS = 0;
+const INTS = 1;
+const INTS_AND_ZEROS = 2; // -0 is no int32: the caller looks
+const DOUBLES = 3;
+
+const isNegativeZero = (n: number) => Object.is(n, -0);
+
+/**
+ * Copies `array` into `values`, as long as its items are numbers. The loop
+ * is a function of its own, with no test in it that runs for some items
+ * only (as one for -0 would): V8 compiles a long loop while it runs, and the
+ * compiled code has no feedback for what has not run yet, code after the
+ * loop included. Reaching that deoptimizes it, each call.
+ */
+function copyNumbers(array: unknown[], values: Float64Array): number {
+  let ints = true;
+  let zeros = false;
+  for (let i = 0; i < array.length; i++) {
+    const n = array[i];
+    if (typeof n !== "number") return NOT_NUMBERS;
+    values[i] = n;
+    if ((n | 0) !== n) ints = false;
+    zeros ||= n === 0;
+  }
+  return ints ? (zeros ? INTS_AND_ZEROS : INTS) : DOUBLES;
+}
+
+function writeNumbers(packed: Int32Array | Float64Array): void {
+  writeByte(NUMBERS);
+  writeUint(packed.length);
+  writeByte(packed.BYTES_PER_ELEMENT);
+  writeBytes(new Uint8Array(packed.buffer, packed.byteOffset, packed.byteLength));
 }
 
 function isSparse(array: unknown[]): boolean {
@@ -719,10 +755,27 @@ const PENDING = Symbol("pending");
  * @throws {TypeError} The bytes are truncated, corrupt or not from `encode`.
  */
 export function decode(bytes: Uint8Array, context?: DecodeContext): unknown {
+  return decodeWith(bytes, context, readValue);
+}
+
+/**
+ * Like {@linkcode decode}, for a pool's chunk of items, which are only read
+ * by index: an array of numbers comes back as the typed array it was packed
+ * in. Copying it into an Array is a loop that a fresh worker interprets.
+ */
+export function decodeItems(bytes: Uint8Array): ArrayLike<unknown> {
+  return decodeWith(bytes, undefined, readItems) as ArrayLike<unknown>;
+}
+
+function decodeWith(
+  bytes: Uint8Array,
+  context: DecodeContext | undefined,
+  read: () => unknown,
+): unknown {
   if (!decoding) {
     decoding = true;
     try {
-      return start(bytes, context);
+      return start(bytes, context, read);
     } finally {
       decoding = false;
       // A fresh list is cheaper than emptying this one (a runtime call).
@@ -734,20 +787,24 @@ export function decode(bytes: Uint8Array, context?: DecodeContext): unknown {
   const saved = [input, at, end, objects, decodeContext] as const;
   objects = [];
   try {
-    return start(bytes, context);
+    return start(bytes, context, read);
   } finally {
     [input, at, end, objects, decodeContext] = saved;
   }
 }
 
-function start(bytes: Uint8Array, context: DecodeContext | undefined): unknown {
+function start(
+  bytes: Uint8Array,
+  context: DecodeContext | undefined,
+  read: () => unknown,
+): unknown {
   input = bytes;
   at = 0;
   end = bytes.length;
   decodeContext = context;
   let value: unknown;
   try {
-    value = readValue();
+    value = read();
   } catch (error) {
     if (error instanceof RangeError && /call stack/i.test(error.message)) {
       throw new TypeError("Cannot decode value: it is nested too deeply");
@@ -998,7 +1055,23 @@ function readArray(): unknown[] {
   return array;
 }
 
+function readItems(): unknown {
+  if (input[at] !== NUMBERS) return readValue();
+  at++;
+  return readNumbers();
+}
+
 function readPacked(): number[] {
+  const packed = readNumbers();
+  const length = packed.length;
+  const array: number[] = new Array(length);
+  objects.push(array);
+  for (let i = 0; i < length; i++) array[i] = packed[i]!;
+  return array;
+}
+
+/** A packed array of numbers, its tag read, as a typed array. */
+function readNumbers(): Int32Array | Float64Array {
   const length = readUint();
   const width = readByte();
   if (width !== 4 && width !== 8) corrupt(`a packed number width of ${width}`);
@@ -1006,14 +1079,10 @@ function readPacked(): number[] {
   let bytes = input.subarray(at, at + length * width);
   // A typed array needs its start aligned to its width.
   if (bytes.byteOffset % width !== 0) bytes = bytes.slice();
-  const packed = width === 4
+  at += length * width;
+  return width === 4
     ? new Int32Array(bytes.buffer, bytes.byteOffset, length)
     : new Float64Array(bytes.buffer, bytes.byteOffset, length);
-  const array: number[] = new Array(length);
-  objects.push(array);
-  for (let i = 0; i < length; i++) array[i] = packed[i]!;
-  at += length * width;
-  return array;
 }
 
 function readSparse(): unknown[] {

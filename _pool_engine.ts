@@ -4,6 +4,7 @@
 // runs its tasks in order, so when it dies the first of its tasks was running
 // (it fails with WorkerLostError) and the rest had not started (they are
 // queued again). A cancelled task that is running has its worker terminated.
+import { decode } from "./_codec.ts";
 import { type Connection, Pipe } from "./pipe.ts";
 import { Process } from "./process.ts";
 import {
@@ -421,8 +422,10 @@ export class PoolEngine {
     worker.finished++;
     this.#startFailures = 0;
     if (!task.job.settled) {
-      if (ok) task.job.done(task.index, value as unknown[]);
-      else this.#fail(task.job, fromRemote(value));
+      if (!ok) this.#fail(task.job, fromRemote(value));
+      // Results that are all int32s come packed (see ResultMessage).
+      else if (value instanceof Uint8Array) task.job.done(task.index, decode(value) as unknown[]);
+      else task.job.done(task.index, value as unknown[]);
     }
     this.#schedulePump();
   }

@@ -1,7 +1,7 @@
 // The loop a pool worker runs: it receives tasks (a chunk of argument lists
 // for one exported function) over its end of a pipe and sends back the
 // results, or the first error, for the whole chunk. Closing the pipe ends it.
-import { decode } from "./_codec.ts";
+import { decodeItems, encodeNumbers } from "./_codec.ts";
 import type { Connection } from "./pipe.ts";
 import { flushNow } from "./_socket.ts";
 import type { TargetRef } from "./_target.ts";
@@ -22,8 +22,12 @@ export type Task = [
 /** Tasks sent together, run in order. */
 export type TaskMessage = Task[];
 
-/** The outcome of a chunk: its results in order, or the error that stopped it. */
-export type ResultMessage = [id: number, ok: true, results: unknown[]] | [
+/**
+ * The outcome of a chunk: its results in order, or the error that stopped it.
+ * Results that are all int32s, for items that were all numbers, come encoded
+ * as an array ({@linkcode encodeNumbers}): packed as they were made.
+ */
+export type ResultMessage = [id: number, ok: true, results: unknown[] | Uint8Array] | [
   id: number,
   ok: false,
   error: unknown,
@@ -40,25 +44,131 @@ async function load({ module, exportName }: TargetRef): Promise<(...args: unknow
   return value as (...args: unknown[]) => unknown;
 }
 
+// Calls made by one call of run() or runInts(). A "process" pool worker runs
+// with --single-threaded (see _pool_engine.ts), which turns off V8's
+// on-stack replacement: V8 compiles a function only when it is entered, so
+// one call over a chunk of 12,500 items would run interpreted to its end, and
+// a fresh worker's first chunks with it.
+const CALLS_PER_RUN = 256;
+
 /**
- * Calls `fn` on `calls` from `from` on, into `results`, until one returns a
- * promise: returns its index (or the length when none did). A small function
- * of its own, so V8 compiles this loop soon, which it does late for a loop in
- * the async function around it.
+ * Calls `fn` on `calls` from `from` to `to`, into `results`, until one
+ * returns a promise: returns its index (or `to` when none did).
  */
 function run(
   fn: (...args: unknown[]) => unknown,
   star: boolean,
-  calls: unknown[],
+  calls: ArrayLike<unknown>,
   results: unknown[],
   from: number,
+  to: number,
 ): number {
-  for (let i = from; i < calls.length; i++) {
+  for (let i = from; i < to; i++) {
     const result = star ? fn(...calls[i] as unknown[]) : fn(calls[i]);
     results[i] = result;
     if (result instanceof Promise) return i;
   }
-  return calls.length;
+  return to;
+}
+
+// The result at which runInts() stopped.
+let stray: unknown;
+
+/**
+ * Calls `fn` on `calls` from `from` to `to`, into `ints`, until one returns
+ * something else than an int32 (kept in `stray`): returns its index (or `to`).
+ */
+function runInts(
+  fn: (...args: unknown[]) => unknown,
+  calls: ArrayLike<unknown>,
+  ints: Int32Array,
+  from: number,
+  to: number,
+): number {
+  for (let i = from; i < to; i++) {
+    const result = fn(calls[i]);
+    // The -0 test runs for zeros only: V8 deoptimizes this function once,
+    // at the first zero after compiling it (then compiles it with that).
+    if (
+      typeof result !== "number" || (result | 0) !== result ||
+      (result === 0 && Object.is(result, -0))
+    ) {
+      stray = result;
+      return i;
+    }
+    ints[i] = result;
+  }
+  return to;
+}
+
+/**
+ * Runs `calls` from `from` on, CALLS_PER_RUN at a time, into `results`, until
+ * one returns a promise: returns its index (or the length when none did).
+ */
+function runFrom(
+  fn: (...args: unknown[]) => unknown,
+  star: boolean,
+  calls: ArrayLike<unknown>,
+  results: unknown[],
+  from: number,
+): number {
+  const length = calls.length;
+  for (let i = from; i < length;) {
+    const to = Math.min(length, i + CALLS_PER_RUN);
+    i = run(fn, star, calls, results, i, to);
+    if (i < to) return i;
+  }
+  return length;
+}
+
+/**
+ * The results of `fn` on each of `calls`, or a promise of them when some are
+ * promises (only those are awaited: a microtask per item is a cost in a big
+ * map). Numbers in (a typed array from decodeItems) often mean int32s out:
+ * those are collected packed, as the reply sends them. Packing them afterwards
+ * would be a second loop over the results, as costly as the calls in a fresh
+ * worker, which interprets it.
+ */
+function runAll(
+  fn: (...args: unknown[]) => unknown,
+  star: boolean,
+  calls: ArrayLike<unknown>,
+): unknown[] | Uint8Array | Promise<unknown[]> {
+  const length = calls.length;
+  const results = new Array(length);
+  let i = 0;
+  if (!star && !Array.isArray(calls)) {
+    const ints = new Int32Array(length);
+    while (i < length) {
+      const to = Math.min(length, i + CALLS_PER_RUN);
+      i = runInts(fn, calls, ints, i, to);
+      if (i < to) break;
+    }
+    if (i === length) return encodeNumbers(ints);
+    // Result i is something else: it and the rest go the general way.
+    for (let k = 0; k < i; k++) results[k] = ints[k];
+    results[i] = stray;
+    stray = undefined;
+    if (!(results[i] instanceof Promise)) i = runFrom(fn, star, calls, results, i + 1);
+  } else {
+    i = runFrom(fn, star, calls, results, 0);
+  }
+  return i < length ? settle(fn, star, calls, results, i) : results;
+}
+
+/** The rest of runAll(), from result `i`, a promise. */
+async function settle(
+  fn: (...args: unknown[]) => unknown,
+  star: boolean,
+  calls: ArrayLike<unknown>,
+  results: unknown[],
+  i: number,
+): Promise<unknown[]> {
+  while (i < calls.length) {
+    results[i] = await results[i];
+    i = runFrom(fn, star, calls, results, i + 1);
+  }
+  return results;
 }
 
 // Milliseconds of work after which a task's reply is written at once.
@@ -94,15 +204,10 @@ export async function poolWorker(
       if (ref !== null) functions.set(fnId, load(ref));
       const started = performance.now();
       try {
-        const calls = decode(payload) as unknown[];
+        const calls = decodeItems(payload);
         const fn = await functions.get(fnId)!;
-        const results = new Array(calls.length);
-        for (let i = run(fn, star, calls, results, 0); i < calls.length;) {
-          // Await only what needs it: a microtask per item is a cost in a big map.
-          results[i] = await results[i];
-          i = run(fn, star, calls, results, i + 1);
-        }
-        reply = [id, true, results];
+        const results = runAll(fn, star, calls);
+        reply = [id, true, results instanceof Promise ? await results : results];
       } catch (error) {
         reply = [id, false, error];
       }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decode, encode, encodeView } from "../_codec.ts";
+import { decode, decodeItems, encode, encodeNumbers, encodeView } from "../_codec.ts";
 import {
   type DecodeContext,
   type EncodeContext,
@@ -643,6 +643,8 @@ Deno.test("encode() packs arrays of numbers and keeps every value", async (t) =>
     ["ints with one double", [...ints.slice(0, 20), 0.5]],
     ["ints beyond int32", [...ints.slice(0, 20), 2 ** 31, -(2 ** 31) - 1, 2 ** 53]],
     ["special doubles", [...ints.slice(0, 16), -0, NaN, Infinity, -Infinity, Number.MIN_VALUE]],
+    ["int32s and one -0", [0, ...ints.slice(0, 20), -0, 0]],
+    ["int32s and zeros", [0, ...ints.slice(0, 20), 0]],
     ["exactly 16", ints.slice(0, 16)],
   ];
   for (const [name, array] of cases) {
@@ -655,6 +657,7 @@ Deno.test("encode() packs arrays of numbers and keeps every value", async (t) =>
   await t.step("is smaller than value by value", () => {
     // 1000 int32s: 4 bytes each, where most of them take 3 value by value.
     assert.ok(encode(ints).length < 4_020);
+    assert.ok(encode([0, ...ints, 0]).length < 4_030, "zeros are int32s too");
   });
   await t.step("a packed array referenced twice stays one array", () => {
     const shared = ints.slice(0, 32);
@@ -690,6 +693,37 @@ Deno.test("encode() packs arrays of numbers and keeps every value", async (t) =>
     badWidth[badWidth.indexOf(4, 2)] = 3;
     assert.throws(() => decode(badWidth), TypeError);
     assert.throws(() => decode(bytes.subarray(0, bytes.length - 1)), TypeError);
+  });
+});
+
+Deno.test("encodeNumbers() and decodeItems() read and write packed arrays without an Array", async (t) => {
+  const ints = Array.from({ length: 40 }, (_, i) => (i * 7919) % 2003 - 1000);
+  await t.step("encodeNumbers() writes what encode() writes for the numbers", () => {
+    assert.deepEqual(encodeNumbers(Int32Array.from(ints)), encode(ints));
+    const doubles = ints.map((n) => n / 3);
+    assert.deepEqual(encodeNumbers(Float64Array.from(doubles)), encode(doubles));
+    const inside = new Int32Array(64).subarray(8, 8 + ints.length);
+    inside.set(ints);
+    assert.deepEqual(decode(encodeNumbers(inside)), ints, "a view at an offset");
+    assert.deepEqual(decode(encodeNumbers(new Int32Array(0))), []);
+  });
+  await t.step("decodeItems() gives packed numbers as their typed array", () => {
+    const items = decodeItems(encode(ints));
+    assert.ok(items instanceof Int32Array);
+    assert.deepEqual(Array.from(items), ints);
+    const doubles = decodeItems(encode(ints.map((n) => n + 0.5)));
+    assert.ok(doubles instanceof Float64Array);
+    assert.deepEqual(Array.from(doubles), ints.map((n) => n + 0.5));
+    const moved = new Uint8Array(encode(ints).length + 1);
+    moved.set(encode(ints), 1);
+    assert.deepEqual(Array.from(decodeItems(moved.subarray(1))), ints, "unaligned bytes");
+  });
+  await t.step("decodeItems() decodes anything else as decode() does", () => {
+    const other = [[1, 2], "x", ...ints];
+    assert.deepEqual(decodeItems(encode(other)), other);
+    assert.deepEqual(decodeItems(encode(ints.slice(0, 3))), ints.slice(0, 3));
+    assert.throws(() => decodeItems(encode(ints).subarray(0, 20)), TypeError);
+    assert.throws(() => decodeItems(new Uint8Array(0)), TypeError);
   });
 });
 

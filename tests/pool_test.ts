@@ -23,6 +23,7 @@ import {
   initFails,
   initValue,
   killSelf,
+  mostlyInts,
   oddLater,
   returnsFunction,
   sleepMs,
@@ -58,6 +59,31 @@ for (const startMethod of METHODS) {
       pool.map(oddLater, [...items, 13], { chunksize: 14 }),
       (error: Error) => error.name === "RangeError" && error.message === "bad odd 13",
     );
+  });
+
+  Deno.test(`Pool.map() over numbers returns each result as it was, int32 or not (${startMethod})`, async (t) => {
+    await using pool = new Pool({ processes: 2, startMethod });
+    const expected = (x: number) => x === 24 ? 48 : mostlyInts(x);
+    const cases: [string, number[]][] = [
+      ["others in the middle", Array.from({ length: 64 }, (_, i) => i)],
+      ["another first", Array.from({ length: 40 }, (_, i) => 20 + (i % 6))],
+      ["a promise first", [24, ...Array.from({ length: 30 }, (_, i) => 30 + i)]],
+      ["another last", [...Array.from({ length: 30 }, (_, i) => 30 + i), 23]],
+      ["doubles in", Array.from({ length: 30 }, (_, i) => i + 0.25)],
+    ];
+    for (const [name, items] of cases) {
+      await t.step(name, async () => {
+        const results = await pool.map(mostlyInts, items, { chunksize: items.length });
+        assert.deepEqual(results, items.map(expected));
+      });
+    }
+    await t.step("starmap() over numbers is refused at the call", async () => {
+      const numbers = Array.from({ length: 20 }, (_, i) => i);
+      await assert.rejects(pool.starmap(double, numbers as never), {
+        name: "TypeError",
+        message: "Cannot starmap: each item must be an array of arguments",
+      });
+    });
   });
 
   Deno.test(`Pool.apply(), starmap() and the async forms return results (${startMethod})`, async () => {

@@ -7,6 +7,26 @@ export function double(x: number): number {
   return x * 2;
 }
 
+/** Twice `x`, but other kinds of result for items 20 to 25. */
+export function mostlyInts(x: number): unknown {
+  switch (x) {
+    case 20:
+      return -0;
+    case 21:
+      return 2 ** 31;
+    case 22:
+      return 0.5;
+    case 23:
+      return "s";
+    case 24:
+      return Promise.resolve(48);
+    case 25:
+      return NaN;
+    default:
+      return x * 2;
+  }
+}
+
 export function add(a: number, b: number): number {
   return a + b;
 }
