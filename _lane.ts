@@ -433,6 +433,7 @@ export class SabLane extends LaneBase {
   #inData: Uint8Array;
   #written = 0;
   #read = 0;
+  #spinner = new Spinner();
 
   constructor(conn: Deno.Conn, memory: SharedArrayBuffer, side: 0 | 1) {
     super(conn);
@@ -472,7 +473,6 @@ export class SabLane extends LaneBase {
     if (this.#spinner.spin(room)) return Promise.resolve();
     return super.space();
   }
-  #spinner = new Spinner();
 
   writeAtExit(p: Uint8Array): void {
     // Wait (synchronously, a while) for the reader to make room; ring so a

@@ -135,7 +135,7 @@ function runAll(
   calls: ArrayLike<unknown>,
 ): unknown[] | Uint8Array | Promise<unknown[]> {
   const length = calls.length;
-  const results = new Array(length);
+  let results: unknown[];
   let i = 0;
   if (!star && !Array.isArray(calls)) {
     const ints = new Int32Array(length);
@@ -146,11 +146,13 @@ function runAll(
     }
     if (i === length) return encodeNumbers(ints);
     // Result i is something else: it and the rest go the general way.
+    results = new Array(length);
     for (let k = 0; k < i; k++) results[k] = ints[k];
     results[i] = stray;
     stray = undefined;
     if (!(results[i] instanceof Promise)) i = runFrom(fn, star, calls, results, i + 1);
   } else {
+    results = new Array(length);
     i = runFrom(fn, star, calls, results, 0);
   }
   return i < length ? settle(fn, star, calls, results, i) : results;

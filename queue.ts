@@ -109,6 +109,11 @@ function wholeRecords(view: DataView, prefix: number): boolean {
   return at === view.byteLength;
 }
 
+/** Wakes one waiting getter, the longest waiting (a Set keeps insertion order). */
+function wakeOne(getters: Set<{ wake(): void }>): void {
+  for (const getter of getters) return getter.wake();
+}
+
 function control(op: number, a: number, b: number, c = 0): Uint8Array {
   const frame = new Uint8Array(10);
   const view = new DataView(frame.buffer);
@@ -492,10 +497,7 @@ class Hub implements Impl {
       while (this.#queue.size > 0) {
         if (this.#getters.size > 0) {
           const before = this.#queue.size;
-          for (const getter of this.#getters) {
-            getter.wake();
-            break;
-          }
+          wakeOne(this.#getters);
           if (this.#queue.size < before) continue;
         }
         const client = this.#pick();
@@ -829,19 +831,11 @@ class Remote implements Impl {
     this.#buffer.insert(seq, data);
   }
 
-  #wakeGetter(): void {
-    if (this.#getters.size === 0) return;
-    for (const getter of this.#getters) {
-      getter.wake();
-      break;
-    }
-  }
-
   #onFrame(frame: Uint8Array): void {
     switch (frame[0]) {
       case ITEM:
         this.#receive(viewOf(frame).getFloat64(1, true), frame.subarray(9));
-        this.#wakeGetter();
+        wakeOne(this.#getters);
         return;
       case ITEMS: {
         const view = viewOf(frame);
@@ -851,7 +845,7 @@ class Remote implements Impl {
           this.#receive(view.getFloat64(at, true), frame.subarray(at + 12, at + 12 + length));
           at += 12 + length;
         }
-        this.#wakeGetter();
+        wakeOne(this.#getters);
         return;
       }
       case REPLY: {
