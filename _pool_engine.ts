@@ -239,7 +239,11 @@ export class PoolEngine {
     // (compiling, collecting) only take time from them and from the parent:
     // a worker does that work on its own thread. A pool's first map takes
     // about a fifth less time; V8 compiles hot code all the same.
-    v8Flags.set(process, ["--single-threaded"]);
+    // --always-sparkplug: code runs as V8's baseline code from its first
+    // call, not in the interpreter. A compute-heavy function's first two maps
+    // took three times as long without it (run by Maglev, not optimized
+    // further until the third); a worker starts some 3 ms later with it.
+    v8Flags.set(process, ["--single-threaded", "--always-sparkplug"]);
     const worker: WorkerRecord = {
       process,
       conn: mine,

@@ -3,7 +3,7 @@
 //   deno run --allow-read --allow-write --allow-run --allow-net --allow-env bench/pool_vs_python.ts [rounds]
 // piscina is measured when /tmp/anchors-node has it (see ../shared/anchors/README.md).
 import { Pool } from "../mod.ts";
-import { double } from "./targets.ts";
+import { double, heavy } from "./targets.ts";
 
 const ROUNDS = Number(Deno.args[0] ?? 3);
 const ANCHORS = new URL("../../shared/anchors/", import.meta.url).pathname;
@@ -29,7 +29,16 @@ async function ours(startMethod: "process" | "worker"): Promise<Record<string, n
   }
   out.map_100k_first_ms = maps[0]!;
   out.map_100k_ms = median(maps.slice(10));
+  // A function that computes: its first maps show how soon V8 optimizes it.
   const small = items.slice(0, 20_000);
+  const heavyMaps: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    t0 = performance.now();
+    await pool.map(heavy, small);
+    heavyMaps.push(performance.now() - t0);
+  }
+  out.map_heavy_20k_first_ms = heavyMaps[0]!;
+  out.map_heavy_20k_third_ms = heavyMaps[2]!;
   t0 = performance.now();
   await pool.map(double, small, { chunksize: 1 });
   out.map_chunksize1_us_per_item = (performance.now() - t0) / small.length * 1e3;
