@@ -44,12 +44,26 @@ async function load({ module, exportName }: TargetRef): Promise<(...args: unknow
   return value as (...args: unknown[]) => unknown;
 }
 
-// Calls made by one call of run() or runInts(). A "process" pool worker runs
-// with --single-threaded (see _pool_engine.ts), which turns off V8's
-// on-stack replacement: V8 compiles a function only when it is entered, so
-// one call over a chunk of 12,500 items would run interpreted to its end, and
-// a fresh worker's first chunks with it.
+// Calls made by one call of run() or runInts() while calls are cheap. A
+// "process" pool worker runs with --single-threaded (see _pool_engine.ts),
+// which turns off V8's on-stack replacement: V8 compiles a function only when
+// it is entered, so one call over a chunk of 12,500 items would run
+// interpreted to its end, and a fresh worker's first chunks with it.
 const CALLS_PER_RUN = 256;
+// Calls that take longer than this (ms) each run one to a call of run(): V8
+// inlines the function into run() and optimizes the two together only once
+// run() has been called often enough. In runs of 256, a compute-heavy
+// function's first maps ran some three times slower. A worker starts with
+// runs of 16: its first calls may be slow ones.
+const SLOW_CALL = 0.001;
+let callsPerRun = 16;
+
+/** Sets callsPerRun by how long the last run took: returns now. */
+function timeRun(started: number, calls: number): number {
+  const now = performance.now();
+  callsPerRun = now - started > calls * SLOW_CALL ? 1 : CALLS_PER_RUN;
+  return now;
+}
 
 /**
  * Calls `fn` on `calls` from `from` to `to`, into `results`, until one
@@ -102,7 +116,7 @@ function runInts(
 }
 
 /**
- * Runs `calls` from `from` on, CALLS_PER_RUN at a time, into `results`, until
+ * Runs `calls` from `from` on, callsPerRun at a time, into `results`, until
  * one returns a promise: returns its index (or the length when none did).
  */
 function runFrom(
@@ -113,10 +127,13 @@ function runFrom(
   from: number,
 ): number {
   const length = calls.length;
+  let started = performance.now();
   for (let i = from; i < length;) {
-    const to = Math.min(length, i + CALLS_PER_RUN);
-    i = run(fn, star, calls, results, i, to);
-    if (i < to) return i;
+    const to = Math.min(length, i + callsPerRun);
+    const done = run(fn, star, calls, results, i, to);
+    if (done < to) return done;
+    started = timeRun(started, to - i);
+    i = to;
   }
   return length;
 }
@@ -139,10 +156,16 @@ function runAll(
   let i = 0;
   if (!star && !Array.isArray(calls)) {
     const ints = new Int32Array(length);
+    let started = performance.now();
     while (i < length) {
-      const to = Math.min(length, i + CALLS_PER_RUN);
-      i = runInts(fn, calls, ints, i, to);
-      if (i < to) break;
+      const to = Math.min(length, i + callsPerRun);
+      const done = runInts(fn, calls, ints, i, to);
+      if (done < to) {
+        i = done;
+        break;
+      }
+      started = timeRun(started, to - i);
+      i = to;
     }
     if (i === length) return encodeNumbers(ints);
     // Result i is something else: it and the rest go the general way.

@@ -27,6 +27,17 @@ export function mostlyInts(x: number): unknown {
   }
 }
 
+/** mostlyInts() after some microseconds of computing: a pool worker runs such calls one at a time. */
+export function slowMostlyInts(x: number): unknown {
+  let sum = 0;
+  for (let i = 0; i < 5_000; i++) sum += Math.sqrt(x + i);
+  return sum < 0 ? sum : mostlyInts(x);
+}
+
+export function slowOfObject({ i }: { i: number }): unknown {
+  return slowMostlyInts(i);
+}
+
 export function add(a: number, b: number): number {
   return a + b;
 }
