@@ -156,6 +156,8 @@ function runAll(
   let i = 0;
   if (!star && !Array.isArray(calls)) {
     const ints = new Int32Array(length);
+    // runFrom's loop, apart: sharing it (runInts or run per slice) made a
+    // "worker" pool's first two maps of a compute-heavy function 2x slower.
     let started = performance.now();
     while (i < length) {
       const to = Math.min(length, i + callsPerRun);

@@ -29,8 +29,8 @@ async function ours(startMethod: "process" | "worker"): Promise<Record<string, n
   }
   out.map_100k_first_ms = maps[0]!;
   out.map_100k_ms = median(maps.slice(10));
-  // A function that computes: its first maps show how soon V8 optimizes it.
   const small = items.slice(0, 20_000);
+  // A function that computes: its first maps show how soon V8 optimizes it.
   const heavyMaps: number[] = [];
   for (let i = 0; i < 3; i++) {
     t0 = performance.now();

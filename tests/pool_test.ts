@@ -82,10 +82,11 @@ for (const startMethod of METHODS) {
     await t.step("slow calls, which run one to a run()", async () => {
       // Ints first, so that runs of one call meet the others late.
       const items = [...Array.from({ length: 300 }, (_, i) => 30 + i), 20, 21, 22, 23, 24, 25, 26];
+      const want = items.map(expected);
       const results = await pool.map(slowMostlyInts, items, { chunksize: items.length });
-      assert.deepEqual(results, items.map(expected));
+      assert.deepEqual(results, want);
       const objects = items.map((i) => ({ i }));
-      assert.deepEqual(await pool.map(slowOfObject, objects), items.map(expected));
+      assert.deepEqual(await pool.map(slowOfObject, objects), want);
     });
     await t.step("starmap() over numbers is refused at the call", async () => {
       const numbers = Array.from({ length: 20 }, (_, i) => i);
