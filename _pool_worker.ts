@@ -57,8 +57,16 @@ const CALLS_PER_RUN = 256;
 // runs of 16: its first calls may be slow ones.
 const SLOW_CALL = 0.001;
 let callsPerRun = 16;
+// Runs of CALLS_PER_RUN are timed one in this many, a chunk's first among
+// them (shorter runs, each). Timing each one made performance.now() and
+// timeRun() hot enough that V8 compiled them during a fresh worker's first
+// map (synchronously: about 0.5 ms of its 3). A chunk's first run is timed,
+// as its function may be another, slower one: in longer runs, a "worker"
+// pool's first map of a compute-heavy function took twice as long. The test
+// is inline, not a function, so that it is not one more to compile.
+const TIMED_EVERY = 8;
 
-/** Sets callsPerRun by how long the last run took: returns now. */
+/** Sets callsPerRun by how long the last runs took: returns now. */
 function timeRun(started: number, calls: number): number {
   const now = performance.now();
   callsPerRun = now - started > calls * SLOW_CALL ? 1 : CALLS_PER_RUN;
@@ -128,12 +136,17 @@ function runFrom(
 ): number {
   const length = calls.length;
   let started = performance.now();
+  let timedFrom = from;
+  let runs = 0;
   for (let i = from; i < length;) {
     const to = Math.min(length, i + callsPerRun);
     const done = run(fn, star, calls, results, i, to);
     if (done < to) return done;
-    started = timeRun(started, to - i);
     i = to;
+    if (++runs % TIMED_EVERY === 1 || callsPerRun < CALLS_PER_RUN) {
+      started = timeRun(started, i - timedFrom);
+      timedFrom = i;
+    }
   }
   return length;
 }
@@ -159,6 +172,8 @@ function runAll(
     // runFrom's loop, apart: sharing it (runInts or run per slice) made a
     // "worker" pool's first two maps of a compute-heavy function 2x slower.
     let started = performance.now();
+    let timedFrom = 0;
+    let runs = 0;
     while (i < length) {
       const to = Math.min(length, i + callsPerRun);
       const done = runInts(fn, calls, ints, i, to);
@@ -166,8 +181,11 @@ function runAll(
         i = done;
         break;
       }
-      started = timeRun(started, to - i);
       i = to;
+      if (++runs % TIMED_EVERY === 1 || callsPerRun < CALLS_PER_RUN) {
+        started = timeRun(started, i - timedFrom);
+        timedFrom = i;
+      }
     }
     if (i === length) return encodeNumbers(ints);
     // Result i is something else: it and the rest go the general way.

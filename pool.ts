@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { encode } from "./_codec.ts";
+import { encode, encodeSlice } from "./_codec.ts";
 import { type EngineOptions, type Job, PoolEngine } from "./_pool_engine.ts";
 import { self, type StartMethod, validateStartMethod } from "./_state.ts";
 import { callerModules, findTarget, type TargetRef } from "./_target.ts";
@@ -203,15 +203,16 @@ export class AsyncResult<R> implements PromiseLike<R> {
 }
 
 /**
- * A chunk's calls, encoded. On failure, encodes them one by one to name the
- * item: `items[7].fn`, or `args[1]` for an `apply`.
+ * The chunk of `calls` from `start` to `end`, encoded. On failure, encodes
+ * them one by one to name the item: `items[7].fn`, or `args[1]` for an
+ * `apply`.
  */
-function encodeChunk(calls: unknown[], start: number, star: boolean): Uint8Array {
+function encodeChunk(calls: unknown[], start: number, end: number, star: boolean): Uint8Array {
   try {
-    return encode(calls, {}, "items");
+    return encodeSlice(calls, start, end, {}, "items");
   } catch (error) {
-    if (calls.length === 1 && star && start === 0) encode(calls[0], {}, "args");
-    calls.forEach((call, i) => encode(call, {}, `items[${start + i}]`));
+    if (calls.length === 1 && star) encode(calls[0], {}, "args");
+    for (let i = start; i < end; i++) encode(calls[i], {}, `items[${i}]`);
     throw error;
   }
 }
@@ -231,6 +232,17 @@ function concatAll(parts: unknown[][]): unknown[] {
     groups.push(concatAll(parts.slice(i, i + CONCAT_MAX)));
   }
   return concatAll(groups);
+}
+
+const arrayValues = Array.prototype[Symbol.iterator];
+
+/**
+ * `items` as an array: an array itself when iterating it reads its items in
+ * order (it is encoded at once, so later changes do not reach the workers),
+ * else a copy. Copying 100,000 items cost a fifth of a pool's map of them.
+ */
+function listOf<T>(items: Iterable<T>): T[] {
+  return Array.isArray(items) && items[Symbol.iterator] === arrayValues ? items : Array.from(items);
 }
 
 function positiveInteger(value: unknown, what: string): number | undefined {
@@ -342,7 +354,7 @@ export class Pool implements AsyncDisposable {
     if (signal?.aborted) return Promise.reject(signal.reason);
     const payloads: Uint8Array[] = [];
     for (let start = 0; start < calls.length; start += chunksize) {
-      payloads.push(encodeChunk(calls.slice(start, start + chunksize), start, star));
+      payloads.push(encodeChunk(calls, start, Math.min(calls.length, start + chunksize), star));
     }
     if (payloads.length === 0) return Promise.resolve([]);
     const parts: unknown[][] = new Array(payloads.length);
@@ -487,7 +499,7 @@ export class Pool implements AsyncDisposable {
     options?: AsyncCallOptions<Awaited<R>[]>,
   ): AsyncResult<Awaited<R>[]> {
     this.#checkRunning();
-    return this.#mapAll(this.#ref(fn), false, Array.from(items), options);
+    return this.#mapAll(this.#ref(fn), false, listOf(items), options);
   }
 
   /**

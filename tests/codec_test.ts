@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decode, decodeItems, encode, encodeNumbers, encodeView } from "../_codec.ts";
+import { decode, decodeItems, encode, encodeNumbers, encodeSlice, encodeView } from "../_codec.ts";
 import {
   type DecodeContext,
   type EncodeContext,
@@ -725,6 +725,30 @@ Deno.test("encodeNumbers() and decodeItems() read and write packed arrays withou
     assert.throws(() => decodeItems(encode(ints).subarray(0, 20)), TypeError);
     assert.throws(() => decodeItems(new Uint8Array(0)), TypeError);
   });
+});
+
+Deno.test("encodeSlice() writes what encode() writes for the slice", () => {
+  const ints = Array.from({ length: 100 }, (_, i) => i * 3 - 50);
+  const cases: [unknown[], number, number][] = [
+    [ints, 0, 100],
+    [ints, 10, 60], // ints, packed
+    [ints, 90, 100], // too short to pack
+    [ints, 5, 5],
+    [ints.map((n) => n / 4), 3, 70], // doubles
+    [[...ints.slice(0, 30), -0, ...ints.slice(30)], 20, 50], // -0 is no int32
+    [[...ints.slice(0, 40), "x", ...ints.slice(40)], 20, 60], // not all numbers
+    [[...ints.slice(0, 40), "x", ...ints.slice(40)], 50, 90], // numbers after the stray
+  ];
+  for (const [array, from, to] of cases) {
+    assert.deepEqual(encodeSlice(array, from, to), encode(array.slice(from, to)), `${from}..${to}`);
+  }
+  const holes = [1, 2, , 4, ...ints];
+  assert.deepEqual(encodeSlice(holes, 1, 40), encode(holes.slice(1, 40)), "holes stay holes");
+  const shared = { a: 1 };
+  const objects = [shared, 2, shared, [shared]];
+  const copy = decode(encodeSlice(objects, 0, 4)) as unknown[];
+  assert.equal(copy[0], copy[2], "references within the slice are kept");
+  assert.throws(() => encodeSlice([1, () => {}], 0, 2, undefined, "items"), DataCloneError);
 });
 
 Deno.test("encodeView() returns the bytes encode() would, in the codec's buffer", () => {

@@ -51,6 +51,15 @@ for (const startMethod of METHODS) {
     });
     assert.deepEqual(await pool.map(double, []), []);
     assert.deepEqual(await pool.map(slowDouble, new Set([1, 2, 3])), [2, 4, 6]);
+    await t.step("an array is read at the call, as its iterator reads it", async () => {
+      const changed = [1, 2, 3];
+      const later = pool.mapAsync(double, changed, { chunksize: 1 });
+      changed.fill(100);
+      assert.deepEqual(await later, [2, 4, 6]);
+      const odd = [1, 2, 3, 4];
+      Object.defineProperty(odd, Symbol.iterator, { value: () => [10, 20].values() });
+      assert.deepEqual(await pool.map(double, odd), [20, 40]);
+    });
   });
 
   Deno.test(`Pool.map() awaits the promised results among plain ones in a chunk (${startMethod})`, async () => {
