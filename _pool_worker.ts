@@ -57,13 +57,14 @@ const CALLS_PER_RUN = 256;
 // runs of 16: its first calls may be slow ones.
 const SLOW_CALL = 0.001;
 let callsPerRun = 16;
-// Runs of CALLS_PER_RUN are timed one in this many, a chunk's first among
-// them (shorter runs, each). Timing each one made performance.now() and
-// timeRun() hot enough that V8 compiled them during a fresh worker's first
-// map (synchronously: about 0.5 ms of its 3). A chunk's first run is timed,
-// as its function may be another, slower one: in longer runs, a "worker"
-// pool's first map of a compute-heavy function took twice as long. The test
-// is inline, not a function, so that it is not one more to compile.
+// Runs are timed one in this many, a chunk's first among them. Timing each
+// one made performance.now() and timeRun() hot enough that V8 compiled them
+// during a fresh worker's first map (synchronously: about 0.5 ms of its 3);
+// and slow calls, one to a run, paid for timing each in code not compiled
+// yet. A chunk's first run is timed, as its function may be another, slower
+// one: in longer runs, a "worker" pool's first map of a compute-heavy
+// function took twice as long. The test is inline, not a function, so that
+// it is not one more to compile.
 const TIMED_EVERY = 8;
 
 /** Sets callsPerRun by how long the last runs took: returns now. */
@@ -143,7 +144,7 @@ function runFrom(
     const done = run(fn, star, calls, results, i, to);
     if (done < to) return done;
     i = to;
-    if (++runs % TIMED_EVERY === 1 || callsPerRun < CALLS_PER_RUN) {
+    if (++runs % TIMED_EVERY === 1) {
       started = timeRun(started, i - timedFrom);
       timedFrom = i;
     }
@@ -182,7 +183,7 @@ function runAll(
         break;
       }
       i = to;
-      if (++runs % TIMED_EVERY === 1 || callsPerRun < CALLS_PER_RUN) {
+      if (++runs % TIMED_EVERY === 1) {
         started = timeRun(started, i - timedFrom);
         timedFrom = i;
       }
