@@ -249,10 +249,8 @@ export function encodeSlice(
   context?: EncodeContext,
   label = "value",
 ): Uint8Array {
-  const write = (value: unknown) => {
-    if (to - from < PACKED_MIN || !writePacked(value as unknown[], from, to)) {
-      writeValue((value as unknown[]).slice(from, to));
-    }
+  const write = () => {
+    if (to - from < PACKED_MIN || !writePacked(array, from, to)) writeValue(array.slice(from, to));
   };
   return encodeWith(array, context, label, true, write);
 }

@@ -239,7 +239,7 @@ const arrayValues = Array.prototype[Symbol.iterator];
 /**
  * `items` as an array: an array itself when iterating it reads its items in
  * order (it is encoded at once, so later changes do not reach the workers),
- * else a copy. Copying 100,000 items cost a fifth of a pool's map of them.
+ * else a copy. A copy of 100,000 items is 800 KB made only to be encoded.
  */
 function listOf<T>(items: Iterable<T>): T[] {
   return Array.isArray(items) && items[Symbol.iterator] === arrayValues ? items : Array.from(items);
