@@ -33,17 +33,21 @@ export function waitFor<T>(
   if (value !== undefined) return Promise.resolve(value);
   return new Promise<T>((resolve, reject) => {
     let timer: ReturnType<typeof setTimeout> | undefined;
-    let unregister = () => {};
+    let settled = false;
+    let unregister: (() => void) | undefined;
     const done = () => {
+      settled = true;
       if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
-      unregister();
+      unregister?.();
     };
     const onAbort = () => {
       done();
       reject(signal!.reason);
     };
-    unregister = register(() => {
+    // A wake may come while register() runs, before it returns the cleanup.
+    const cleanup = register(() => {
+      if (settled) return;
       let result: T | undefined;
       try {
         result = attempt();
@@ -56,6 +60,8 @@ export function waitFor<T>(
       done();
       resolve(result);
     });
+    if (settled) return cleanup();
+    unregister = cleanup;
     if (timeout !== undefined) {
       timer = setTimeout(() => {
         done();

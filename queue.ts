@@ -35,6 +35,7 @@ import {
   withLaneMemory,
 } from "./_socket.ts";
 import { waitFor, type WaitOptions } from "./_wait.ts";
+import { SharedRing } from "./_ring.ts";
 import { RECORD_MAX } from "./_wire.ts";
 import { Empty, Full, ProcessError, ShutDown, ValueError } from "./errors.ts";
 
@@ -64,6 +65,7 @@ const CREDIT = 2; // client: u32 more items wanted, u32 unused, u8 starving
 const RETURN = 3; // client: dropped what it held (answer to RECALL)
 const ACK = 5; // client: u32 n, then n float64 sequence numbers of items taken
 const CALL = 4; // client: codec [id, op, arg]
+const OWNER = 7; // client (a worker given the queue's ring): u32 its lock id, its first frame
 const ITEM = 16; // hub: float64 sequence number, then the item
 const ITEMS = 20; // hub: items, each a float64 sequence number, a u32 length and the item
 const REPLY = 17; // hub: codec [id, error name or "", value or message]
@@ -77,6 +79,13 @@ const WINDOW = 4096;
 // Bytes of items the hub lets a client hold: a window of large items would
 // otherwise be gigabytes.
 const WINDOW_BYTES = 1 << 22;
+// The ring an unbounded queue shares with the workers of its own process:
+// they put and take there, not through the hub (which relays each item twice
+// and competes with them for the cores). Its memory is touched as it is used.
+const RING_BYTES = 1 << 22;
+// The hub's lock id on its ring; a worker's is random, above it.
+const HUB_OWNER = 1;
+const RESOLVED = Promise.resolve();
 const OP_PUT = new Uint8Array([PUT]);
 const OP_RETURN = new Uint8Array([RETURN]);
 const ITEM_HEADER = new Uint8Array([ITEM, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -189,6 +198,8 @@ interface Client {
   starving: boolean;
   recalled: boolean;
   held: boolean;
+  /** Its lock id on the ring: a worker that puts and takes there itself. */
+  owner?: number | undefined;
 }
 
 /**
@@ -210,6 +221,11 @@ class SeqQueue {
   /** The first item's sequence number (when there is one). */
   get firstSeq(): number {
     return this.#seqs[this.#head]!;
+  }
+
+  /** The first item (when there is one). */
+  get first(): Uint8Array {
+    return this.#items[this.#head]!;
   }
 
   push(seq: number, item: Uint8Array): void {
@@ -308,7 +324,15 @@ class Hub implements Impl {
   readonly maxsize: number;
   // Items in sequence order: a returned item goes back to its place, so items
   // reach getters in the order they were put, as far as the getters allow.
+  // Once there is a ring, the items are in it, and here are those that did
+  // not fit or were returned: they come after the ring's, and the ring's
+  // spilled count includes them, so no one puts past them (SharedRing.offer).
   #queue = new SeqQueue();
+  #ring: SharedRing | undefined;
+  /** Items taken here (a getter's wake took one when this grew). */
+  #taken = 0;
+  #retrying = false;
+  #watching = false;
   #seq = 0;
   #clients = new Set<Client>();
   #getters = new Set<{ wake(): void }>();
@@ -325,7 +349,7 @@ class Hub implements Impl {
   }
 
   #size(): number {
-    let size = this.#queue.size;
+    let size = this.#queue.size + (this.#ring?.size ?? 0);
     for (const client of this.#clients) size += client.inflight.size;
     return size;
   }
@@ -335,8 +359,91 @@ class Hub implements Impl {
   }
 
   #add(data: Uint8Array): void {
+    // The main thread never waits for the ring's lock: it alone frees a dead holder's.
+    if (this.#ring?.offer(data, HUB_OWNER, false) === "ok") return;
     this.#queue.push(++this.#seq, data);
     this.#unfinished++;
+  }
+
+  /** Takes the first item here (there must be one). */
+  #shift(): Uint8Array {
+    this.#ring?.countSpilled(-1);
+    return this.#queue.shift();
+  }
+
+  #hasItems(): boolean {
+    return this.#queue.size > 0 || (this.#ring !== undefined && this.#ring.size > 0);
+  }
+
+  #unfinishedCount(): number {
+    return this.#unfinished + (this.#ring?.puts ?? 0);
+  }
+
+  /**
+   * The ring's memory, for a worker of this process (made the first time).
+   * Only an unbounded queue has one: a bounded queue's puts wait for room.
+   */
+  ringMemory(): SharedArrayBuffer | undefined {
+    if (this.maxsize > 0 || this.#disposed) return undefined;
+    if (this.#ring === undefined) {
+      this.#ring = new SharedRing(RING_BYTES);
+      this.#ring.countSpilled(this.#queue.size);
+      if (this.#shut) this.#ring.shutDown();
+      this.#pump(); // moves them in
+    }
+    return this.#ring.memory;
+  }
+
+  /**
+   * Moves items from here into the ring while they fit (they are its next);
+   * not while a ring's worker may still be receiving one sent from here (an
+   * item too large for the ring): it would take the ring's first.
+   */
+  #moveIn(ring: SharedRing): void {
+    for (const client of this.#clients) {
+      if (client.owner !== undefined && client.inflight.size > 0) return;
+    }
+    while (this.#queue.size > 0 && ring.putSpilled(this.#queue.first, HUB_OWNER)) {
+      this.#queue.shift();
+    }
+  }
+
+  /** Pumps again soon: the ring's lock was busy. */
+  #retry(ring: SharedRing): void {
+    if (this.#retrying) return;
+    this.#retrying = true;
+    ring.whenUnlocked(5).then(() => {
+      this.#retrying = false;
+      this.#pump();
+    });
+  }
+
+  /** Whether someone here waits for what workers put into the ring. */
+  #wantsRing(): boolean {
+    if (this.#disposed) return false;
+    if (this.#getters.size > 0) return true;
+    for (const client of this.#clients) {
+      if (client.owner === undefined && client.credit > 0 && !client.recalled) return true;
+    }
+    return false;
+  }
+
+  // A worker's put into the ring, or take from it, sends nothing here: while
+  // someone here waits for an item, or items here wait for room, wait on the
+  // ring. (Its waitAsync keeps nothing alive: getters hold the clients' links.)
+  async #watch(ring: SharedRing): Promise<void> {
+    this.#watching = true;
+    try {
+      while (!this.#disposed && (this.#queue.size > 0 || this.#wantsRing())) {
+        const epoch = ring.epoch;
+        const takes = ring.takes;
+        this.#pump();
+        if (this.#queue.size > 0) await ring.waitForTake(takes, 50);
+        else if (this.#wantsRing()) await ring.waitForPut(epoch, 50);
+      }
+    } finally {
+      this.#watching = false;
+    }
   }
 
   describe(context: EncodeContext): string {
@@ -378,6 +485,8 @@ class Hub implements Impl {
 
   #lost(client: Client): void {
     if (!this.#clients.delete(client)) return;
+    // Its thread has ended: if it held the ring's lock, the ring is whole again.
+    if (client.owner !== undefined) this.#ring?.recover(client.owner);
     // What the dead client had not taken goes back to the front, in order.
     if (client.inflight.size > 0) this.#requeue(client.inflight);
     this.#putters = this.#putters.filter((putter) => putter.client !== client);
@@ -385,6 +494,7 @@ class Hub implements Impl {
   }
 
   #requeue(returned: SeqQueue): void {
+    this.#ring?.countSpilled(returned.size);
     this.#queue.merge(returned.entries());
   }
 
@@ -392,17 +502,24 @@ class Hub implements Impl {
     switch (frame[0]) {
       case PUT:
         // Pumped when the burst is handled (the link's idle callback).
-        if (!this.#shut) this.#add(frame.subarray(1));
+        this.#received(client, frame.subarray(1));
         return;
       case PUTS: {
         const view = viewOf(frame);
         if (!wholeRecords(view, 0)) return client.link.close();
-        if (this.#shut) return;
         for (let at = 1; at < frame.length;) {
           const length = view.getUint32(at, true);
-          this.#add(frame.subarray(at + 4, at + 4 + length));
+          this.#received(client, frame.subarray(at + 4, at + 4 + length));
           at += 4 + length;
         }
+        return;
+      }
+      case OWNER: {
+        const owner = frame.length === 5 ? viewOf(frame).getUint32(1, true) : 0;
+        if (this.#ring === undefined || owner <= HUB_OWNER || client.owner !== undefined) {
+          return client.link.close();
+        }
+        client.owner = owner;
         return;
       }
       case ACK: {
@@ -438,6 +555,17 @@ class Hub implements Impl {
         return;
     }
     this.#pump();
+  }
+
+  /** An item a client put. A ring's worker counted it as spilled (SharedRing.offer). */
+  #received(client: Client, data: Uint8Array): void {
+    if (client.owner === undefined) {
+      if (!this.#shut) this.#add(data);
+    } else if (this.#shut) this.#ring!.countSpilled(-1);
+    else {
+      this.#queue.push(++this.#seq, data);
+      this.#unfinished++;
+    }
   }
 
   #reply(client: Client, id: number, error: unknown, value?: unknown): void {
@@ -493,17 +621,21 @@ class Hub implements Impl {
 
   /** Hands items to waiting getters and clients, admits waiting putters. */
   #pump(): void {
+    const ring = this.#ring;
     for (;;) {
-      while (this.#queue.size > 0) {
+      if (ring !== undefined && this.#queue.size > 0) this.#moveIn(ring);
+      while (this.#hasItems()) {
         if (this.#getters.size > 0) {
-          const before = this.#queue.size;
+          const before = this.#taken;
           wakeOne(this.#getters);
-          if (this.#queue.size < before) continue;
+          if (this.#taken !== before) continue;
         }
         const client = this.#pick();
         if (client === undefined) break;
-        const seq = this.#queue.firstSeq;
-        const item = this.#queue.shift();
+        const item = this.#next();
+        if (item === null) break;
+        if (item === undefined) continue; // the ring's last went meanwhile
+        const seq = this.#nextSeq;
         client.credit--;
         client.starving = false;
         client.inflight.push(seq, item);
@@ -522,9 +654,12 @@ class Hub implements Impl {
         putter.admit();
         admitted = true;
       }
-      if (!admitted || this.#queue.size === 0) break;
+      if (!admitted || !this.#hasItems()) break;
     }
-    if (this.#queue.size > 0) return;
+    if (ring !== undefined && !this.#watching && (this.#queue.size > 0 || this.#wantsRing())) {
+      void this.#watch(ring);
+    }
+    if (this.#hasItems()) return;
     let hungry = this.#getters.size > 0;
     for (const client of this.#clients) if (client.starving) hungry = true;
     if (!hungry) return;
@@ -548,8 +683,14 @@ class Hub implements Impl {
 
   #pick(): Client | undefined {
     let best: Client | undefined;
+    // A ring's worker takes the ring's items itself: it is sent only an item
+    // too large for the ring, when that is next.
+    const ring = this.#ring;
+    const sendToRing = ring !== undefined && ring.size === 0 && this.#queue.size > 0 &&
+      !ring.fits(this.#queue.first.length);
     for (const client of this.#clients) {
       if (client.credit <= 0 || client.recalled) continue;
+      if (client.owner !== undefined && !sendToRing) continue;
       // Past its bytes, a client gets more as it takes what it has (its acks).
       if (client.inflight.bytes >= WINDOW_BYTES && client.inflight.size > 0) continue;
       if (client.starving) return client;
@@ -604,10 +745,33 @@ class Hub implements Impl {
     });
   }
 
-  take(): Uint8Array | undefined {
+  #nextSeq = 0;
+
+  /**
+   * Takes the next item: the ring's, else one here; its sequence number is
+   * then in #nextSeq. Null: the ring's lock was busy (a pump comes soon).
+   */
+  #next(): Uint8Array | null | undefined {
+    const ring = this.#ring;
+    if (ring !== undefined && ring.size > 0) {
+      const item = ring.tryTake(HUB_OWNER, false);
+      if (item === null) this.#retry(ring);
+      if (item !== undefined) {
+        this.#nextSeq = ++this.#seq;
+        return item;
+      }
+    }
     if (this.#queue.size === 0) return undefined;
+    this.#nextSeq = this.#queue.firstSeq;
+    return this.#shift();
+  }
+
+  take(): Uint8Array | undefined {
+    const item = this.#next();
+    if (item == null) return undefined;
+    this.#taken++;
     queueMicrotask(this.#pumpLater);
-    return this.#queue.shift();
+    return item;
   }
 
   #pumpLater = () => this.#pump();
@@ -648,18 +812,21 @@ class Hub implements Impl {
         return Promise.resolve(this.maxsize > 0 && this.#size() >= this.maxsize);
       case "getNowait":
         return this.get(true);
-      case "taskDone":
-        if (this.#unfinished <= 0) {
+      case "taskDone": {
+        const unfinished = this.#unfinishedCount();
+        if (unfinished <= 0) {
           return Promise.reject(
             new ValueError(
               "Cannot mark a task done: taskDone() was called more times than items were put",
             ),
           );
         }
-        if (--this.#unfinished === 0) { for (const joiner of [...this.#joiners]) joiner(); }
+        this.#unfinished--;
+        if (unfinished === 1) { for (const joiner of [...this.#joiners]) joiner(); }
         return Promise.resolve();
+      }
       case "join":
-        if (this.#unfinished === 0) return Promise.resolve();
+        if (this.#unfinishedCount() === 0) return Promise.resolve();
         return new Promise<void>((resolve) => {
           const joiner = () => {
             this.#joiners.delete(joiner);
@@ -667,36 +834,46 @@ class Hub implements Impl {
           };
           this.#joiners.add(joiner);
         });
-      case "shutdown": {
-        this.#shut = true;
-        const immediate = Boolean(arg);
-        if (immediate) {
-          const dropped = this.#queue.size;
-          this.#queue.clear();
-          this.#unfinished = Math.max(0, this.#unfinished - dropped);
-          for (const client of this.#clients) {
-            this.#unfinished = Math.max(0, this.#unfinished - client.inflight.size);
-            client.inflight = new SeqQueue();
-          }
-          if (this.#unfinished === 0) { for (const joiner of [...this.#joiners]) joiner(); }
-        }
-        for (const putter of this.#putters.splice(0)) {
-          putter.refuse(new ShutDown("Cannot put to queue as it is shut down"));
-        }
-        for (const client of this.#clients) {
-          client.link.sendParts([new Uint8Array([NOTICE]), encode(["shutdown", immediate])]).catch(
-            () => {},
-          );
-        }
-        for (const getter of [...this.#getters]) getter.wake();
-        this.#pump();
-        return Promise.resolve();
-      }
+      case "shutdown":
+        return this.#shutdown(Boolean(arg));
       case "sync":
         return Promise.resolve();
       default:
         return Promise.reject(new TypeError(`Cannot call ${op} on a queue`));
     }
+  }
+
+  async #shutdown(immediate: boolean): Promise<void> {
+    this.#shut = true;
+    const ring = this.#ring;
+    ring?.shutDown();
+    if (immediate) {
+      let dropped = this.#queue.size;
+      this.#ring?.countSpilled(-this.#queue.size);
+      this.#queue.clear();
+      if (ring !== undefined) {
+        let cleared: number | null;
+        while ((cleared = ring.clear(HUB_OWNER, false)) === null) await ring.whenUnlocked(5);
+        dropped += cleared;
+      }
+      for (const client of this.#clients) {
+        dropped += client.inflight.size;
+        client.inflight = new SeqQueue();
+      }
+      // What was dropped is done with (the ring's count of puts stays as it is).
+      this.#unfinished = Math.max(-(ring?.puts ?? 0), this.#unfinished - dropped);
+      if (this.#unfinishedCount() === 0) { for (const joiner of [...this.#joiners]) joiner(); }
+    }
+    for (const putter of this.#putters.splice(0)) {
+      putter.refuse(new ShutDown("Cannot put to queue as it is shut down"));
+    }
+    for (const client of this.#clients) {
+      client.link.sendParts([new Uint8Array([NOTICE]), encode(["shutdown", immediate])]).catch(
+        () => {},
+      );
+    }
+    for (const getter of [...this.#getters]) getter.wake();
+    this.#pump();
   }
 
   sync(): Promise<void> {
@@ -741,16 +918,29 @@ class Remote implements Impl {
   #drained = false;
   #lost: Error | undefined;
   #users = 0;
+  // The queue's ring, for a worker of the hub's process: used once the hub
+  // knows our lock id (it frees our lock if this thread dies holding it).
+  #ring: SharedRing | undefined;
+  #owner = 0;
+  #ringReady = false;
+  #watching = false;
+  /** A starving credit went to the hub and nothing came back yet. */
+  #asked = false;
 
   constructor(
     path: string,
     id: string,
     maxsize: number,
     lane?: { token: string; memory: SharedArrayBuffer },
+    ring?: SharedArrayBuffer,
   ) {
     this.path = path;
     this.id = id;
     this.maxsize = maxsize;
+    if (ring !== undefined) {
+      this.#ring = new SharedRing(ring);
+      this.#owner = HUB_OWNER + 1 + Math.floor(Math.random() * (2 ** 31 - HUB_OWNER - 2));
+    }
     exitHooks.add(this.#atExit);
     this.#connecting = connectTo(path, [id], lane);
     this.#connecting.then((link) => {
@@ -759,7 +949,47 @@ class Remote implements Impl {
       this.#link = link;
       if (this.#getters.size > 0 || this.#calls.size > 0) link.hold();
       link.start((frame) => this.#onFrame(frame), (error) => this.#onLost(error));
+      if (this.#ring !== undefined) {
+        // The first frame (puts made meanwhile are sent after it).
+        link.sendParts([control(OWNER, this.#owner, 0).subarray(0, 5)]);
+        link.writer.flushNow();
+        this.#ringReady = true;
+        if (this.#getters.size > 0) void this.#watch(this.#ring);
+      }
     }, (error) => this.#onLost(error));
+  }
+
+  /** Whether the hub has nothing for us: shut down, and the ring and its spill empty. */
+  #ringDrained(ring: SharedRing): boolean {
+    return ring.shut && ring.size === 0 && ring.spilled === 0 && this.#buffer.size === 0;
+  }
+
+  // While getters wait: wake them when the ring has an item, and ask the hub
+  // for what went around the ring. (waitAsync keeps nothing alive: the
+  // getters hold the link.)
+  async #watch(ring: SharedRing): Promise<void> {
+    if (this.#watching) return;
+    this.#watching = true;
+    try {
+      while (this.#getters.size > 0 && this.#lost === undefined) {
+        const epoch = ring.epoch;
+        if (ring.size > 0 || this.#ringDrained(ring)) {
+          const waiting = this.#getters.size;
+          wakeOne(this.#getters);
+          // Another thread took it first: wait for the next.
+          if (this.#getters.size === waiting) await ring.waitForPut(epoch, 1);
+          continue;
+        }
+        if ((ring.spilled > 0 || ring.shut) && !this.#asked) {
+          this.#asked = true;
+          this.#topUp(true);
+          this.flushTaken();
+        }
+        await ring.waitForPut(epoch, 50);
+      }
+    } finally {
+      this.#watching = false;
+    }
   }
 
   retain(): void {
@@ -832,6 +1062,7 @@ class Remote implements Impl {
   }
 
   #onFrame(frame: Uint8Array): void {
+    this.#asked = false; // whatever the hub sends answers a starving credit, or ends it
     switch (frame[0]) {
       case ITEM:
         this.#receive(viewOf(frame).getFloat64(1, true), frame.subarray(9));
@@ -888,11 +1119,15 @@ class Remote implements Impl {
   }
 
   take(): Uint8Array | undefined {
-    if (this.#buffer.size === 0) return undefined;
+    if (this.#buffer.size === 0) {
+      // Patient: a thread that dies holding the lock is recovered by the hub.
+      return this.#ringReady ? this.#ring!.tryTake(this.#owner) ?? undefined : undefined;
+    }
     this.#taken.push(this.#buffer.firstSeq);
     const item = this.#buffer.shift();
     const buffered = this.#buffer.size;
-    if (buffered + this.#granted <= WINDOW / 2) {
+    // With a ring, the hub sends only what went around it, and only when asked.
+    if (this.#ring === undefined && buffered + this.#granted <= WINDOW / 2) {
       this.#topUp(false);
       this.flushTaken(); // rides with the credit
     } else if (!this.#ackQueued) {
@@ -914,13 +1149,26 @@ class Remote implements Impl {
   put(data: Uint8Array, nowait: boolean, options?: WaitOptions): Promise<void> {
     if (this.#lost !== undefined) return Promise.reject(this.#lost);
     if (this.#shut) return Promise.reject(new ShutDown("Cannot put to queue as it is shut down"));
-    this.#putAny = true;
     if (this.maxsize <= 0) {
+      const ring = this.#ring;
+      if (ring !== undefined) {
+        if (!this.#ringReady) ring.countSpilled();
+        else {
+          const put = ring.offer(data, this.#owner);
+          if (put === "ok") return RESOLVED;
+          if (put === "shut") {
+            return Promise.reject(new ShutDown("Cannot put to queue as it is shut down"));
+          }
+        }
+        // Spilled: to the hub, which moves it into the ring after the ring's.
+      }
+      this.#putAny = true;
       const link = this.#link;
       if (link === undefined || data.length > RECORD_MAX) return this.#send([OP_PUT, data]);
       link.sendRecord(PUTS, NO_PREFIX, data);
       return link.pace() ?? Promise.resolve();
     }
+    this.#putAny = true;
     const id = ++this.#nextCall;
     const reply = this.#call(id, nowait ? "putNowait" : "put", ownShort(data));
     if (nowait || (options?.timeout === undefined && options?.signal === undefined)) {
@@ -974,7 +1222,9 @@ class Remote implements Impl {
       const item = this.take();
       if (item !== undefined) return item;
       if (this.#lost !== undefined) throw this.#lost;
-      if (this.#drained) throw new ShutDown("Cannot get from queue as it is shut down and empty");
+      if (this.#drained || (this.#ringReady && this.#ringDrained(this.#ring!))) {
+        throw new ShutDown("Cannot get from queue as it is shut down and empty");
+      }
       return undefined;
     };
     if (nowait) {
@@ -993,6 +1243,14 @@ class Remote implements Impl {
         const getter = { wake: () => settle(true) };
         this.#getters.add(getter);
         if (this.#getters.size === 1 && this.#calls.size === 0) this.#link?.hold();
+        if (this.#ringReady) {
+          void this.#watch(this.#ring!);
+          return () => {
+            this.#getters.delete(getter);
+            if (this.#getters.size === 0 && this.#calls.size === 0) this.#link?.letGo();
+          };
+        }
+        this.#asked = true;
         this.#topUp(true);
         this.flushTaken(); // idle now: the hub may as well know
         return () => {
@@ -1043,6 +1301,8 @@ interface QueueDescriptor {
   /** For a worker of the process that made the queue: where its lane memory is. */
   memory?: number;
   token?: string;
+  /** For a worker of the process that made the queue: where the queue's ring is. */
+  ring?: number;
 }
 
 /** Module-private access to queue internals, filled by the classes' static blocks. */
@@ -1077,7 +1337,8 @@ function implFor(descriptor: QueueDescriptor, context: DecodeContext): Impl {
   let remote = remotes.get(descriptor.id);
   if (remote === undefined) {
     const lane = laneMemoryOf(descriptor, context);
-    remote = new Remote(descriptor.path, descriptor.id, descriptor.maxsize, lane);
+    const ring = descriptor.ring === undefined ? undefined : context.shared?.[descriptor.ring];
+    remote = new Remote(descriptor.path, descriptor.id, descriptor.maxsize, lane, ring);
     remotes.set(descriptor.id, remote);
   }
   remote.retain();
@@ -1150,8 +1411,13 @@ export class Queue<T = unknown> implements AsyncDisposable {
     const path = this.#impl.describe(context);
     const type = this instanceof JoinableQueue ? "JoinableQueue" : "Queue";
     const descriptor = { path, id: this.#impl.id, maxsize: this.#impl.maxsize, type } as const;
-    // Only the queue's maker listens at `path`: a worker of it gets lane memory.
-    return this.#impl instanceof Hub ? withLaneMemory(descriptor, context) : descriptor;
+    // Only the queue's maker listens at `path`: a worker of it gets lane memory,
+    // and the ring of an unbounded queue.
+    const impl = this.#impl;
+    if (!(impl instanceof Hub)) return descriptor;
+    const ring = context.shared === undefined ? undefined : impl.ringMemory();
+    const withLane = withLaneMemory(descriptor, context);
+    return ring === undefined ? withLane : { ...withLane, ring: context.shared!.push(ring) - 1 };
   }
 
   static #revive(
