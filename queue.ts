@@ -180,8 +180,12 @@ interface Impl {
   readonly maxsize: number;
   put(data: Uint8Array, nowait: boolean, options?: WaitOptions): Promise<void>;
   get(nowait: boolean, options?: WaitOptions): Promise<Uint8Array>;
-  /** The next item if one is here now (no waiting, no errors). */
-  take(): Uint8Array | undefined;
+  /**
+   * The next item if one is here now (no waiting, no errors).
+   *
+   * @param short The caller decodes it at once: it may be a buffer reused by the next take.
+   */
+  take(short?: boolean): Uint8Array | undefined;
   call(op: string, arg?: unknown): Promise<unknown>;
   describe(context: EncodeContext): string;
   sync(): Promise<void>;
@@ -1118,10 +1122,12 @@ class Remote implements Impl {
     this.#send([control(CREDIT, more, 0, starving ? 1 : 0)]);
   }
 
-  take(): Uint8Array | undefined {
+  take(short = false): Uint8Array | undefined {
     if (this.#buffer.size === 0) {
       // Patient: a thread that dies holding the lock is recovered by the hub.
-      return this.#ringReady ? this.#ring!.tryTake(this.#owner) ?? undefined : undefined;
+      return this.#ringReady
+        ? this.#ring!.tryTake(this.#owner, true, short) ?? undefined
+        : undefined;
     }
     this.#taken.push(this.#buffer.firstSeq);
     const item = this.#buffer.shift();
@@ -1528,7 +1534,7 @@ export class Queue<T = unknown> implements AsyncDisposable {
     try {
       this.#checkGet();
       // An item at hand: no waiting machinery (a consumer's main cost).
-      const item = options === undefined ? this.#impl.take() : undefined;
+      const item = options === undefined ? this.#impl.take(true) : undefined;
       if (item !== undefined) return Promise.resolve(decode(item) as T);
     } catch (error) {
       return Promise.reject(error);
