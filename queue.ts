@@ -387,6 +387,11 @@ class Hub implements Impl {
    * The ring's memory, for a worker of this process (made the first time).
    * Only an unbounded queue has one: a bounded queue's puts wait for room.
    */
+  /** Whether it was shut down. */
+  get shut(): boolean {
+    return this.#shut;
+  }
+
   ringMemory(): SharedArrayBuffer | undefined {
     if (this.maxsize > 0 || this.#disposed) return undefined;
     if (this.#ring === undefined) {
@@ -492,13 +497,14 @@ class Hub implements Impl {
     // Its thread has ended: if it held the ring's lock, the ring is whole again.
     if (client.owner !== undefined) this.#ring?.recover(client.owner);
     // What the dead client had not taken goes back to the front, in order.
-    if (client.inflight.size > 0) this.#requeue(client.inflight);
+    if (client.inflight.size > 0) this.#requeue(client.inflight, client);
     this.#putters = this.#putters.filter((putter) => putter.client !== client);
     this.#pump();
   }
 
-  #requeue(returned: SeqQueue): void {
-    this.#ring?.countSpilled(returned.size);
+  #requeue(returned: SeqQueue, from: Client): void {
+    // (A ring's worker's are still counted.)
+    if (from.owner === undefined) this.#ring?.countSpilled(returned.size);
     this.#queue.merge(returned.entries());
   }
 
@@ -529,7 +535,9 @@ class Hub implements Impl {
       case ACK: {
         const view = viewOf(frame);
         const n = view.getUint32(1, true);
+        const before = client.inflight.size;
         for (let i = 0; i < n; i++) client.inflight.remove(view.getFloat64(5 + 8 * i, true));
+        if (client.owner !== undefined) this.#ring!.countSpilled(client.inflight.size - before);
         return;
       }
       case CREDIT: {
@@ -546,7 +554,7 @@ class Hub implements Impl {
         client.inflight = new SeqQueue();
         client.credit = 0;
         client.recalled = false;
-        if (back.size > 0) this.#requeue(back);
+        if (back.size > 0) this.#requeue(back, client);
         break;
       }
       case CALL: {
@@ -636,7 +644,14 @@ class Hub implements Impl {
         }
         const client = this.#pick();
         if (client === undefined) break;
-        const item = this.#next();
+        let item: Uint8Array | null | undefined;
+        if (client.owner === undefined) item = this.#next();
+        else {
+          // (Too large for the ring.) It stays counted as spilled until taken,
+          // so that no one puts into the ring ahead of it meanwhile.
+          this.#nextSeq = this.#queue.firstSeq;
+          item = this.#queue.shift();
+        }
         if (item === null) break;
         if (item === undefined) continue; // the ring's last went meanwhile
         const seq = this.#nextSeq;
@@ -862,6 +877,7 @@ class Hub implements Impl {
       }
       for (const client of this.#clients) {
         dropped += client.inflight.size;
+        if (client.owner !== undefined) ring!.countSpilled(-client.inflight.size);
         client.inflight = new SeqQueue();
       }
       // What was dropped is done with (the ring's count of puts stays as it is).
@@ -937,10 +953,12 @@ class Remote implements Impl {
     maxsize: number,
     lane?: { token: string; memory: SharedArrayBuffer },
     ring?: SharedArrayBuffer,
+    shut = false,
   ) {
     this.path = path;
     this.id = id;
     this.maxsize = maxsize;
+    this.#shut = shut;
     if (ring !== undefined) {
       this.#ring = new SharedRing(ring);
       this.#owner = HUB_OWNER + 1 + Math.floor(Math.random() * (2 ** 31 - HUB_OWNER - 2));
@@ -1158,6 +1176,10 @@ class Remote implements Impl {
     if (this.maxsize <= 0) {
       const ring = this.#ring;
       if (ring !== undefined) {
+        if (ring.shut) {
+          this.#shut = true;
+          return Promise.reject(new ShutDown("Cannot put to queue as it is shut down"));
+        }
         if (!this.#ringReady) ring.countSpilled();
         else {
           const put = ring.offer(data, this.#owner);
@@ -1309,6 +1331,8 @@ interface QueueDescriptor {
   token?: string;
   /** For a worker of the process that made the queue: where the queue's ring is. */
   ring?: number;
+  /** The queue was shut down when it was handed over. */
+  shut?: true;
 }
 
 /** Module-private access to queue internals, filled by the classes' static blocks. */
@@ -1344,7 +1368,14 @@ function implFor(descriptor: QueueDescriptor, context: DecodeContext): Impl {
   if (remote === undefined) {
     const lane = laneMemoryOf(descriptor, context);
     const ring = descriptor.ring === undefined ? undefined : context.shared?.[descriptor.ring];
-    remote = new Remote(descriptor.path, descriptor.id, descriptor.maxsize, lane, ring);
+    remote = new Remote(
+      descriptor.path,
+      descriptor.id,
+      descriptor.maxsize,
+      lane,
+      ring,
+      descriptor.shut === true,
+    );
     remotes.set(descriptor.id, remote);
   }
   remote.retain();
@@ -1422,7 +1453,11 @@ export class Queue<T = unknown> implements AsyncDisposable {
     const impl = this.#impl;
     if (!(impl instanceof Hub)) return descriptor;
     const ring = context.shared === undefined ? undefined : impl.ringMemory();
-    const withLane = withLaneMemory(descriptor, context);
+    // A put there fails at once (it would be dropped here).
+    const withLane = withLaneMemory(
+      impl.shut ? { ...descriptor, shut: true as const } : descriptor,
+      context,
+    );
     return ring === undefined ? withLane : { ...withLane, ring: context.shared!.push(ring) - 1 };
   }
 

@@ -21,7 +21,9 @@ import {
   makeQueueHere,
   produce,
   produceForever,
+  putAndReport,
   putOne,
+  putSizes,
   takeSomeThenHang,
 } from "./testdata/queue_targets.ts";
 import { started, within } from "./testdata/helpers.ts";
@@ -355,3 +357,94 @@ for (const method of METHODS) {
     await p.join();
   });
 }
+
+// A queue made here and handed to "worker" children is shared with them through
+// a ring in shared memory; what does not fit goes through this process.
+const RING_BYTES = 1 << 22;
+
+Deno.test("Queue: items larger than the ring pass between workers in order with small ones", async () => {
+  const sizes = [10, RING_BYTES + 1, 3, 2 << 20, 2 << 20, 2 << 20, 7, RING_BYTES * 2, 1];
+  await using q = new Queue<Uint8Array>();
+  await using out = new Queue<unknown>();
+  await using consumer = await started(describeBytes, [q, sizes.length, out], "worker");
+  await using producer = await started(putSizes, [q, sizes], "worker");
+  const expected = sizes.map((size, i) => [size, i, i]);
+  assert.deepEqual(await out.get({ timeout: 30_000 }), expected);
+  await producer.join();
+  await consumer.join();
+  assert.equal(producer.exitCode, 0);
+});
+
+Deno.test("Queue: items larger than the ring put here reach a worker in order", async () => {
+  const sizes = [RING_BYTES + 1, 5, RING_BYTES, 6];
+  await using q = new Queue<Uint8Array>();
+  await using out = new Queue<unknown>();
+  await using consumer = await started(describeBytes, [q, sizes.length, out], "worker");
+  for (let i = 0; i < sizes.length; i++) await q.put(new Uint8Array(sizes[i]!).fill(i));
+  assert.deepEqual(await out.get({ timeout: 30_000 }), sizes.map((size, i) => [size, i, i]));
+  await consumer.join();
+});
+
+Deno.test('Queue: a worker\'s items reach a getter here and a "process" consumer, once each, in order', async () => {
+  const n = 4000;
+  await using q = new Queue<[string, number]>();
+  await using out = new Queue<unknown>();
+  await using producer = await started(produce, [q, "w", n], "worker");
+  await using consumer = await started(collect, [q, n / 2, out], "process");
+  const here: number[] = [];
+  for (let i = 0; i < n / 2; i++) here.push((await q.get())[1]);
+  const there = (await out.get() as [string, number][]).map(([, i]) => i);
+  await producer.join();
+  await consumer.join();
+  for (const got of [here, there]) {
+    assert.deepEqual(got, got.toSorted((a, b) => a - b), "a consumer got items out of order");
+  }
+  assert.deepEqual(
+    [...here, ...there].sort((a, b) => a - b),
+    Array.from({ length: n }, (_, i) => i),
+  );
+  assert.equal(await q.qsize(), 0);
+});
+
+for (const method of METHODS) {
+  Deno.test(`Queue: a "${method}" child's put after a shutdown here rejects with ShutDown`, async () => {
+    await using q = new Queue();
+    await using out = new Queue<unknown>();
+    await using first = await started(putAndReport, [q, 1, out], method);
+    assert.equal(await out.get(), "ok");
+    await first.join();
+    await q.shutdown();
+    await using second = await started(putAndReport, [q, 2, out], method);
+    assert.equal(await out.get(), "ShutDown");
+    await second.join();
+    assert.equal(await q.get(), 1);
+    await assert.rejects(q.get(), ShutDown);
+  });
+}
+
+Deno.test("Queue: shutdown({ immediate: true }) drops what workers put", async () => {
+  await using q = new JoinableQueue();
+  await using producer = await started(produce, [q, "w", 100], "worker");
+  await producer.join();
+  assert.equal(await q.qsize(), 100);
+  await q.shutdown({ immediate: true });
+  assert.equal(await q.qsize(), 0);
+  await q.join(); // nothing unfinished is left
+  await assert.rejects(q.get(), ShutDown);
+});
+
+Deno.test("JoinableQueue.join() counts what a worker put", async () => {
+  await using q = new JoinableQueue<[string, number]>();
+  await using producer = await started(produce, [q, "w", 3], "worker");
+  await producer.join();
+  let joined = false;
+  const join = q.join().then(() => (joined = true));
+  for (let i = 0; i < 3; i++) {
+    assert.deepEqual(await q.get(), ["w", i]);
+    assert.equal(await q.qsize(), 2 - i); // a round trip, for join to settle if it would
+    assert.equal(joined, false, `join() settled with ${3 - i} tasks not done`);
+    await q.taskDone();
+  }
+  await join;
+  await assert.rejects(q.taskDone(), ValueError);
+});

@@ -192,3 +192,17 @@ export async function describeBytes(
   }
   await out.put(seen);
 }
+
+/** Puts, in order, item i: `sizes[i]` bytes of the value i. */
+export async function putSizes(q: Queue<Uint8Array>, sizes: number[]): Promise<void> {
+  for (let i = 0; i < sizes.length; i++) await q.put(new Uint8Array(sizes[i]!).fill(i));
+}
+
+/** Puts one item and reports on `out` "ok" or the name of the error. */
+export async function putAndReport(
+  q: Queue<unknown>,
+  item: unknown,
+  out: Queue<unknown>,
+): Promise<void> {
+  await out.put(await q.put(item).then(() => "ok", (error: Error) => error.name));
+}
