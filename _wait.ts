@@ -34,12 +34,12 @@ export function waitFor<T>(
   return new Promise<T>((resolve, reject) => {
     let timer: ReturnType<typeof setTimeout> | undefined;
     let settled = false;
-    let unregister: (() => void) | undefined;
+    let unregister = (): void => {}; // the cleanup, once register() returns it
     const done = () => {
       settled = true;
       if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
-      unregister?.();
+      unregister();
     };
     const onAbort = () => {
       done();
