@@ -770,10 +770,10 @@ class Hub implements Impl {
    * Takes the next item: the ring's, else one here; its sequence number is
    * then in #nextSeq. Null: the ring's lock was busy (a pump comes soon).
    */
-  #next(): Uint8Array | null | undefined {
+  #next(short = false): Uint8Array | null | undefined {
     const ring = this.#ring;
     if (ring !== undefined && ring.size > 0) {
-      const item = ring.tryTake(HUB_OWNER, false);
+      const item = ring.tryTake(HUB_OWNER, false, short);
       if (item === null) this.#retry(ring);
       if (item !== undefined) {
         this.#nextSeq = ++this.#seq;
@@ -785,11 +785,12 @@ class Hub implements Impl {
     return this.#shift();
   }
 
-  take(): Uint8Array | undefined {
-    const item = this.#next();
+  take(short = false): Uint8Array | undefined {
+    const item = this.#next(short);
     if (item == null) return undefined;
     this.#taken++;
-    queueMicrotask(this.#pumpLater);
+    // (An item from the ring leaves nothing to do here unless items here wait for room.)
+    if (this.#ring === undefined || this.#queue.size > 0) queueMicrotask(this.#pumpLater);
     return item;
   }
 
