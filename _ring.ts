@@ -111,8 +111,18 @@ export class SharedRing {
     const used = (tail - (Atomics.load(header, HEAD) >>> 0)) >>> 0;
     let at = tail % capacity;
     const gap = capacity - at < need ? capacity - at : 0;
-    if (need > capacity || used + gap + need > capacity) return false;
-    if (gap > 0) {
+    if (need > capacity) return false;
+    if (gap > 0 && used === 0) {
+      // Empty: start again at 0 (any record up to the capacity fits). The
+      // gap is marked and committed first, then HEAD follows: a holder that
+      // dies between the two stores leaves a ring that reads as empty.
+      if (gap >= 4) this.#view.setUint32(at, PAD, true);
+      tail = (tail + gap) >>> 0;
+      Atomics.store(header, TAIL, tail | 0);
+      Atomics.store(header, HEAD, tail | 0);
+      at = 0;
+    } else if (used + gap + need > capacity) return false;
+    else if (gap > 0) {
       if (gap >= 4) this.#view.setUint32(at, PAD, true);
       tail = (tail + gap) >>> 0;
       at = 0;

@@ -383,15 +383,15 @@ class Hub implements Impl {
     return this.#unfinished + (this.#ring?.puts ?? 0);
   }
 
-  /**
-   * The ring's memory, for a worker of this process (made the first time).
-   * Only an unbounded queue has one: a bounded queue's puts wait for room.
-   */
   /** Whether it was shut down. */
   get shut(): boolean {
     return this.#shut;
   }
 
+  /**
+   * The ring's memory, for a worker of this process (made the first time).
+   * Only an unbounded queue has one: a bounded queue's puts wait for room.
+   */
   ringMemory(): SharedArrayBuffer | undefined {
     if (this.maxsize > 0 || this.#disposed) return undefined;
     if (this.#ring === undefined) {
@@ -869,7 +869,7 @@ class Hub implements Impl {
     ring?.shutDown();
     if (immediate) {
       let dropped = this.#queue.size;
-      this.#ring?.countSpilled(-this.#queue.size);
+      ring?.countSpilled(-this.#queue.size);
       this.#queue.clear();
       if (ring !== undefined) {
         let cleared: number | null;
@@ -878,7 +878,7 @@ class Hub implements Impl {
       }
       for (const client of this.#clients) {
         dropped += client.inflight.size;
-        if (client.owner !== undefined) ring!.countSpilled(-client.inflight.size);
+        if (client.owner !== undefined) ring?.countSpilled(-client.inflight.size);
         client.inflight = new SeqQueue();
       }
       // What was dropped is done with (the ring's count of puts stays as it is).
@@ -1003,7 +1003,7 @@ class Remote implements Impl {
           if (this.#getters.size === waiting) await ring.waitForPut(epoch, 1);
           continue;
         }
-        if ((ring.spilled > 0 || ring.shut) && !this.#asked) {
+        if (ring.spilled > 0 && !this.#asked) {
           this.#asked = true;
           this.#topUp(true);
           this.flushTaken();
@@ -1177,19 +1177,19 @@ class Remote implements Impl {
     if (this.maxsize <= 0) {
       const ring = this.#ring;
       if (ring !== undefined) {
-        if (ring.shut) {
+        const put = ring.shut
+          ? "shut"
+          : this.#ringReady
+          ? ring.offer(data, this.#owner)
+          : "spilled";
+        if (put === "ok") return RESOLVED;
+        if (put === "shut") {
           this.#shut = true;
           return Promise.reject(new ShutDown("Cannot put to queue as it is shut down"));
         }
-        if (!this.#ringReady) ring.countSpilled();
-        else {
-          const put = ring.offer(data, this.#owner);
-          if (put === "ok") return RESOLVED;
-          if (put === "shut") {
-            return Promise.reject(new ShutDown("Cannot put to queue as it is shut down"));
-          }
-        }
         // Spilled: to the hub, which moves it into the ring after the ring's.
+        // (offer() counted it; until then, count it here.)
+        if (!this.#ringReady) ring.countSpilled();
       }
       this.#putAny = true;
       const link = this.#link;
@@ -1272,15 +1272,11 @@ class Remote implements Impl {
         const getter = { wake: () => settle(true) };
         this.#getters.add(getter);
         if (this.#getters.size === 1 && this.#calls.size === 0) this.#link?.hold();
-        if (this.#ringReady) {
-          void this.#watch(this.#ring!);
-          return () => {
-            this.#getters.delete(getter);
-            if (this.#getters.size === 0 && this.#calls.size === 0) this.#link?.letGo();
-          };
+        if (this.#ringReady) void this.#watch(this.#ring!); // it asks the hub when need be
+        else {
+          this.#asked = true;
+          this.#topUp(true);
         }
-        this.#asked = true;
-        this.#topUp(true);
         this.flushTaken(); // idle now: the hub may as well know
         return () => {
           this.#getters.delete(getter);

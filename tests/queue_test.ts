@@ -363,7 +363,20 @@ for (const method of METHODS) {
 const RING_BYTES = 1 << 22;
 
 Deno.test("Queue: items larger than the ring pass between workers in order with small ones", async () => {
-  const sizes = [10, RING_BYTES + 1, 3, 2 << 20, 2 << 20, 2 << 20, 7, RING_BYTES * 2, 1];
+  // (1 MiB, then nearly the ring's capacity once encoded: the ring must start again at 0.)
+  const sizes = [
+    10,
+    RING_BYTES + 1,
+    3,
+    2 << 20,
+    2 << 20,
+    2 << 20,
+    7,
+    RING_BYTES * 2,
+    1 << 20,
+    RING_BYTES - 64,
+    1,
+  ];
   await using q = new Queue<Uint8Array>();
   await using out = new Queue<unknown>();
   await using consumer = await started(describeBytes, [q, sizes.length, out], "worker");
@@ -376,7 +389,7 @@ Deno.test("Queue: items larger than the ring pass between workers in order with 
 });
 
 Deno.test("Queue: items larger than the ring put here reach a worker in order", async () => {
-  const sizes = [RING_BYTES + 1, 5, RING_BYTES, 6];
+  const sizes = [RING_BYTES + 1, 5, 1 << 20, RING_BYTES - 64, RING_BYTES, 6];
   await using q = new Queue<Uint8Array>();
   await using out = new Queue<unknown>();
   await using consumer = await started(describeBytes, [q, sizes.length, out], "worker");

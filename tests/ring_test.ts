@@ -159,3 +159,29 @@ Deno.test("SharedRing.recover counts again, and only frees its owner's lock", ()
   assert.equal(ring.clear(ME), 1);
   assert.equal(ring.tryTake(ME), undefined);
 });
+
+Deno.test("SharedRing.offer spills while earlier items are out of the ring, and refuses once shut", () => {
+  const ring = new SharedRing(32);
+  assert.equal(ring.offer(new Uint8Array(12), ME), "ok");
+  assert.equal(ring.offer(new Uint8Array(20), ME), "spilled"); // no room
+  assert.equal(ring.offer(new Uint8Array(1), ME), "spilled"); // room, but one is out
+  assert.equal(ring.spilled, 2);
+  assert.equal(ring.putSpilled(new Uint8Array(20), ME), false); // still no room
+  assert.equal(ring.size, 1);
+  assert.deepEqual(ring.tryTake(ME), new Uint8Array(12));
+  assert.equal(ring.putSpilled(new Uint8Array(20).fill(2), ME), true);
+  assert.equal(ring.offer(new Uint8Array(1), ME), "spilled");
+  assert.equal(ring.putSpilled(new Uint8Array(1).fill(3), ME), true);
+  assert.equal(ring.putSpilled(new Uint8Array(1).fill(4), ME), false); // no room: 4 + 20, 4 + 1
+  assert.equal(ring.spilled, 1);
+  ring.countSpilled(-1);
+  assert.equal(ring.puts, 1, "only offers that went in are counted");
+  assert.deepEqual(ring.tryTake(ME), new Uint8Array(20).fill(2));
+  assert.deepEqual(ring.tryTake(ME, true, true), new Uint8Array(1).fill(3));
+  assert.equal(ring.offer(new Uint8Array(1), ME), "ok");
+  ring.shutDown();
+  assert.equal(ring.offer(new Uint8Array(1), ME), "shut");
+  assert.equal(ring.offer(new Uint8Array(1), ME, false), "shut");
+  assert.equal(ring.puts, 2);
+  assert.equal(ring.size, 1);
+});
