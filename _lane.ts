@@ -400,7 +400,7 @@ const STAGED_MIN = 1024;
 let stage = new Uint8Array(0);
 
 /** `target.set(source, at)`, where one of the two is a SharedArrayBuffer's. */
-function copyShared(target: Uint8Array, at: number, source: Uint8Array): void {
+export function copyShared(target: Uint8Array, at: number, source: Uint8Array): void {
   const length = source.length;
   if (length < STAGED_MIN || (target.byteOffset + at - source.byteOffset) % WORD === 0) {
     return target.set(source, at);

@@ -13,6 +13,8 @@
 // learns of the death calls recover(owner), which frees the lock and counts
 // ITEMS again from HEAD to TAIL.
 
+import { copyShared } from "./_lane.ts";
+
 const LOCK = 0; // 0: free; else the owner's id
 const HEAD = 1; // bytes read
 const TAIL = 2; // bytes written
@@ -35,9 +37,15 @@ let scratch = new Uint8Array(256);
 
 function copyShort(data: Uint8Array, from: number, length: number): Uint8Array {
   if (length > scratch.length) scratch = new Uint8Array(Math.max(length, scratch.length * 2));
-  if (length > 64) scratch.set(data.subarray(from, from + length));
+  if (length > 64) copyShared(scratch, 0, data.subarray(from, from + length));
   else for (let i = 0; i < length; i++) scratch[i] = data[from + i]!;
   return scratch.subarray(0, length);
+}
+
+function copyOut(data: Uint8Array, from: number, length: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  copyShared(bytes, 0, data.subarray(from, from + length));
+  return bytes;
 }
 
 /** A multi-producer, multi-consumer FIFO of byte records in shared memory. */
@@ -128,7 +136,7 @@ export class SharedRing {
       at = 0;
     }
     this.#view.setUint32(at, bytes.length, true);
-    this.#data.set(bytes, at + 4);
+    copyShared(this.#data, at + 4, bytes); // a record's bytes start 4 past a word
     Atomics.store(header, TAIL, (tail + need) | 0);
     Atomics.add(header, ITEMS, 1);
     Atomics.add(header, EPOCH, 1);
@@ -234,16 +242,20 @@ export class SharedRing {
   }
 
   /** Settles when the lock may be free, or after `timeout` ms; keeps nothing alive. */
-  async whenUnlocked(timeout: number): Promise<void> {
+  whenUnlocked(timeout: number): Promise<void> {
+    const holder = Atomics.load(this.#header, LOCK);
+    return holder === 0 ? Promise.resolve() : this.#waitAsync(LOCK, LOCK_WAITERS, holder, timeout);
+  }
+
+  /** Waits for header word `at` to change from `value`, counted in word `waiters`. */
+  async #waitAsync(at: number, waiters: number, value: number, timeout: number): Promise<void> {
     const header = this.#header;
-    const holder = Atomics.load(header, LOCK);
-    if (holder === 0) return;
-    Atomics.add(header, LOCK_WAITERS, 1);
+    Atomics.add(header, waiters, 1);
     try {
-      const waiting = Atomics.waitAsync(header, LOCK, holder, timeout);
+      const waiting = Atomics.waitAsync(header, at, value, timeout);
       if (waiting.async) await waiting.value;
     } finally {
-      Atomics.sub(header, LOCK_WAITERS, 1);
+      Atomics.sub(header, waiters, 1);
     }
   }
 
@@ -272,7 +284,7 @@ export class SharedRing {
       const length = this.#view.getUint32(at, true);
       const bytes = short
         ? copyShort(this.#data, at + 4, length)
-        : this.#data.slice(at + 4, at + 4 + length);
+        : copyOut(this.#data, at + 4, length);
       Atomics.store(header, HEAD, (head + 4 + length) | 0);
       Atomics.sub(header, ITEMS, 1);
       Atomics.add(header, TAKES, 1);
@@ -294,30 +306,16 @@ export class SharedRing {
   }
 
   /** Settles once a take may have come since `takes` was read, or after `timeout` ms. */
-  async waitForTake(takes: number, timeout: number): Promise<void> {
-    const header = this.#header;
-    Atomics.add(header, TAKE_WAITERS, 1);
-    try {
-      const waiting = Atomics.waitAsync(header, TAKES, takes, timeout);
-      if (waiting.async) await waiting.value;
-    } finally {
-      Atomics.sub(header, TAKE_WAITERS, 1);
-    }
+  waitForTake(takes: number, timeout: number): Promise<void> {
+    return this.#waitAsync(TAKES, TAKE_WAITERS, takes, timeout);
   }
 
   /**
    * Settles once a put may have come since `epoch` was read, or after
    * `timeout` ms. Keeps nothing alive: the caller holds its event loop.
    */
-  async waitForPut(epoch: number, timeout = Infinity): Promise<void> {
-    const header = this.#header;
-    Atomics.add(header, GETTERS, 1);
-    try {
-      const waiting = Atomics.waitAsync(header, EPOCH, epoch, timeout);
-      if (waiting.async) await waiting.value;
-    } finally {
-      Atomics.sub(header, GETTERS, 1);
-    }
+  waitForPut(epoch: number, timeout = Infinity): Promise<void> {
+    return this.#waitAsync(EPOCH, GETTERS, epoch, timeout);
   }
 
   /**
