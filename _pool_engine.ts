@@ -37,7 +37,7 @@ let codecWarmed = false;
  * encoded, its reply and results decoded) on made-up numbers. The first time
  * a program runs that code, V8 compiles it and runs it without type feedback:
  * a program's first map of 100,000 numbers took 1.6-4.5 ms to encode its
- * chunks, against 0.4-1.2 ms in later pools. Called once per program, while
+ * chunks, against 0.4-1.7 ms in later pools. Called once per program, while
  * its first pool's workers start.
  */
 function warmCodec(): void {
