@@ -143,6 +143,16 @@ export class SharedRing {
     return true;
   }
 
+  /**
+   * Where the record at `position` starts: there, or at the ring's start when
+   * `position` is in the gap a record that would cross the end left.
+   */
+  #recordAt(position: number): number {
+    const left = this.capacity - position % this.capacity;
+    const gap = left < 4 || this.#view.getUint32(this.capacity - left, true) === PAD;
+    return gap ? (position + left) >>> 0 : position;
+  }
+
   #wakeGetters(): void {
     if (Atomics.load(this.#header, GETTERS) > 0) Atomics.notify(this.#header, EPOCH);
   }
@@ -274,13 +284,8 @@ export class SharedRing {
     if (!this.#lock(owner, patient)) return null;
     try {
       if (Atomics.load(header, ITEMS) === 0) return undefined;
-      let head = Atomics.load(header, HEAD) >>> 0;
-      let at = head % this.capacity;
-      const left = this.capacity - at;
-      if (left < 4 || this.#view.getUint32(at, true) === PAD) {
-        head = (head + left) >>> 0;
-        at = 0;
-      }
+      const head = this.#recordAt(Atomics.load(header, HEAD) >>> 0);
+      const at = head % this.capacity;
       const length = this.#view.getUint32(at, true);
       const bytes = short
         ? copyShort(this.#data, at + 4, length)
@@ -332,13 +337,9 @@ export class SharedRing {
     const tail = Atomics.load(header, TAIL) >>> 0;
     let items = 0;
     while (position !== tail) {
-      const at = position % this.capacity;
-      const left = this.capacity - at;
-      if (left < 4 || this.#view.getUint32(at, true) === PAD) {
-        position = (position + left) >>> 0;
-        continue;
-      }
-      position = (position + 4 + this.#view.getUint32(at, true)) >>> 0;
+      position = this.#recordAt(position);
+      if (position === tail) break;
+      position = (position + 4 + this.#view.getUint32(position % this.capacity, true)) >>> 0;
       items++;
     }
     Atomics.store(header, ITEMS, items);

@@ -364,7 +364,11 @@ class Hub implements Impl {
 
   #add(data: Uint8Array): void {
     // The main thread never waits for the ring's lock: it alone frees a dead holder's.
-    if (this.#ring?.offer(data, HUB_OWNER, false) === "ok") return;
+    if (this.#ring?.offer(data, HUB_OWNER, false) !== "ok") this.#keep(data);
+  }
+
+  /** Holds an item here: there is no ring, or it goes after the ring's (spilled). */
+  #keep(data: Uint8Array): void {
     this.#queue.push(++this.#seq, data);
     this.#unfinished++;
   }
@@ -574,10 +578,7 @@ class Hub implements Impl {
     if (client.owner === undefined) {
       if (!this.#shut) this.#add(data);
     } else if (this.#shut) this.#ring!.countSpilled(-1);
-    else {
-      this.#queue.push(++this.#seq, data);
-      this.#unfinished++;
-    }
+    else this.#keep(data);
   }
 
   #reply(client: Client, id: number, error: unknown, value?: unknown): void {
