@@ -4,7 +4,7 @@
 // runs its tasks in order, so when it dies the first of its tasks was running
 // (it fails with WorkerLostError) and the rest had not started (they are
 // queued again). A cancelled task that is running has its worker terminated.
-import { decode, encode, encodeNumbers, encodeSlice } from "./_codec.ts";
+import { decode, decodeItems, encode, encodeNumbers, encodeSlice } from "./_codec.ts";
 import { type Connection, Pipe } from "./pipe.ts";
 import { Process } from "./process.ts";
 import {
@@ -33,8 +33,8 @@ const WARM_ROUNDS = 8;
 let codecWarmed = false;
 
 /**
- * Runs the codec work a map's chunk makes here (its items packed, its task
- * encoded, its reply and results decoded) on made-up numbers. The first time
+ * Runs the work a map's chunk makes here (its items packed, its task encoded,
+ * its reply and results decoded and copied into place) on made-up numbers. The first time
  * a program runs that code, V8 compiles it and runs it without type feedback:
  * a program's first map of 100,000 numbers took 1.6-4.5 ms to encode its
  * chunks, against 0.4-1.7 ms in later pools. Called once per program, while
@@ -43,20 +43,31 @@ let codecWarmed = false;
 function warmCodec(): void {
   const items = Array.from({ length: WARM_ITEMS }, (_, i) => i);
   const results = encodeNumbers(new Int32Array(items));
+  const target: unknown[] = new Array(WARM_ITEMS);
   for (let round = 0; round < WARM_ROUNDS; round++) {
     const task: TaskTuple = [round, 0, null, false, encodeSlice(items, 0, WARM_ITEMS)];
     encode([task]);
     const [, , packed] = decode(encode([round, true, results])) as ResultMessage;
-    ([] as unknown[]).concat(decode(packed as Uint8Array) as unknown[]);
+    copyResults(decodeItems(packed as Uint8Array), target, 0);
   }
+}
+
+/**
+ * Copies a task's results into its call's results, from `offset` on. Packed
+ * results come as a typed array: read in place, they need no array of their
+ * own, and a map needs no concat of its chunks' arrays (its warm maps of
+ * 100,000 numbers took a sixth less time).
+ */
+export function copyResults(values: ArrayLike<unknown>, target: unknown[], offset: number): void {
+  for (let i = 0; i < values.length; i++) target[offset + i] = values[i];
 }
 
 /** A caller's call (one `map`, one `apply`), made of one or more tasks. */
 export interface Job {
   /** Set once the call has its outcome: its other tasks are then dropped. */
   settled: boolean;
-  /** Task `index` of the call returned these results. */
-  done(index: number, results: unknown[]): void;
+  /** Task `index` of the call returned these results (valid during the call only). */
+  done(index: number, results: ArrayLike<unknown>): void;
   /** The call fails with this error. */
   fail(error: unknown): void;
 }
@@ -463,7 +474,7 @@ export class PoolEngine {
     if (!task.job.settled) {
       if (!ok) this.#fail(task.job, fromRemote(value));
       // Results that are all int32s come packed (see ResultMessage).
-      else if (value instanceof Uint8Array) task.job.done(task.index, decode(value) as unknown[]);
+      else if (value instanceof Uint8Array) task.job.done(task.index, decodeItems(value));
       else task.job.done(task.index, value as unknown[]);
     }
     this.#schedulePump();

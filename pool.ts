@@ -19,7 +19,7 @@
  * @module
  */
 import { encode, encodeSlice } from "./_codec.ts";
-import { type EngineOptions, type Job, PoolEngine } from "./_pool_engine.ts";
+import { copyResults, type EngineOptions, type Job, PoolEngine } from "./_pool_engine.ts";
 import { self, type StartMethod, validateStartMethod } from "./_state.ts";
 import { callerModules, findTarget, type TargetRef } from "./_target.ts";
 import { TimeoutError, ValueError } from "./errors.ts";
@@ -217,23 +217,6 @@ function encodeChunk(calls: unknown[], start: number, end: number, star: boolean
   }
 }
 
-// Arrays joined by one concat call at most: its arguments go on the stack.
-const CONCAT_MAX = 4096;
-
-/**
- * The chunks' results as one array. `concat` copies arrays in one native call,
- * before V8 has compiled anything, which is when a pool's first map runs; a
- * loop that copies item by item is interpreted then.
- */
-function concatAll(parts: unknown[][]): unknown[] {
-  if (parts.length <= CONCAT_MAX) return ([] as unknown[]).concat(...parts);
-  const groups: unknown[][] = [];
-  for (let i = 0; i < parts.length; i += CONCAT_MAX) {
-    groups.push(concatAll(parts.slice(i, i + CONCAT_MAX)));
-  }
-  return concatAll(groups);
-}
-
 const arrayValues = Array.prototype[Symbol.iterator];
 
 /**
@@ -357,7 +340,10 @@ export class Pool implements AsyncDisposable {
       payloads.push(encodeChunk(calls, start, Math.min(calls.length, start + chunksize), star));
     }
     if (payloads.length === 0) return Promise.resolve([]);
-    const parts: unknown[][] = new Array(payloads.length);
+    const length = calls.length;
+    // Made at the first result, not here: a large one takes fresh memory
+    // (100,000 items: some 100 page faults), time the workers' start would wait.
+    let results: unknown[] | undefined;
     return new Promise<unknown[]>((resolve, reject) => {
       let left = payloads.length;
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -369,10 +355,11 @@ export class Pool implements AsyncDisposable {
       const job: Job = {
         settled: false,
         done: (index, values) => {
-          parts[index] = values;
+          results ??= new Array(length);
+          copyResults(values, results, index * chunksize);
           if (--left === 0) {
             finish();
-            resolve(concatAll(parts));
+            resolve(results);
           }
         },
         fail: (error) => {
