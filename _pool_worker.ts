@@ -175,9 +175,13 @@ function runAll(
   let results: unknown[];
   let i = 0;
   if (!star && !Array.isArray(calls)) {
-    if (intsScratch.length < length && length <= INTS_KEPT) intsScratch = new Int32Array(length);
     // Used up before runAll() returns: encodeNumbers() copies it.
-    const ints = length <= INTS_KEPT ? intsScratch.subarray(0, length) : new Int32Array(length);
+    let ints: Int32Array;
+    if (length > INTS_KEPT) ints = new Int32Array(length);
+    else {
+      if (intsScratch.length < length) intsScratch = new Int32Array(length);
+      ints = intsScratch.subarray(0, length);
+    }
     // runFrom's loop, apart: sharing it (runInts or run per slice) made a
     // "worker" pool's first two maps of a compute-heavy function 2x slower.
     let started = performance.now();

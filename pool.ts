@@ -335,12 +335,12 @@ export class Pool implements AsyncDisposable {
   ): Promise<unknown[]> {
     const { signal, timeout } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
+    const length = calls.length;
     const payloads: Uint8Array[] = [];
-    for (let start = 0; start < calls.length; start += chunksize) {
-      payloads.push(encodeChunk(calls, start, Math.min(calls.length, start + chunksize), star));
+    for (let start = 0; start < length; start += chunksize) {
+      payloads.push(encodeChunk(calls, start, Math.min(length, start + chunksize), star));
     }
     if (payloads.length === 0) return Promise.resolve([]);
-    const length = calls.length;
     // Made at the first result, not here: a large one takes fresh memory
     // (100,000 items: some 100 page faults), time the workers' start would wait.
     let results: unknown[] | undefined;
