@@ -281,10 +281,24 @@ export class PoolEngine {
     // a worker does that work on its own thread. A pool's first map takes
     // about a fifth less time; V8 compiles hot code all the same.
     // --always-sparkplug: code runs as V8's baseline code from its first
-    // call, not in the interpreter. A compute-heavy function's first two maps
-    // took three times as long without it (run by Maglev, not optimized
-    // further until the third); a worker starts some 3 ms later with it.
-    v8Flags.set(process, ["--single-threaded", "--always-sparkplug"]);
+    // call, not in the interpreter. Without it, a pool's second map of
+    // 100,000 numbers took 7.1 ms against 5.8, and in a second pool 5.2
+    // against 3.7 (same-run A/B); a pool starts 2-7 ms later with it.
+    // --max-maglev-inlined-bytecode-size: Maglev, V8's middle tier, inlined
+    // a function into the worker's loop that calls it, and with on-stack
+    // replacement off, the loop ran that function as Maglev code for the
+    // rest of a fresh pool's first map: the function's own loop did not
+    // count towards optimizing the caller. That map of heavy() in
+    // bench/targets.ts (20,000 items) took 300 ms, the next ones 81;
+    // 91 with the flag. Functions of up to 12 bytes of bytecode are still
+    // inlined (x * 2 takes 6 bytes; the smallest loop we could write, 14),
+    // so a cheap function needs no compile of its own. Turbofan, the top
+    // tier, inlines as before.
+    v8Flags.set(process, [
+      "--single-threaded",
+      "--always-sparkplug",
+      "--max-maglev-inlined-bytecode-size=12",
+    ]);
     const worker: WorkerRecord = {
       process,
       conn: mine,

@@ -49,6 +49,14 @@ async function ours(startMethod: "process" | "worker"): Promise<Record<string, n
   await Promise.all(items.map((i) => pool.applyAsync(double, [i])));
   out.apply_async_task_per_s = items.length / ((performance.now() - t0) / 1e3);
   await pool[Symbol.asyncDispose]();
+  // A fresh pool's first map of a function that computes: what a program
+  // that starts a pool for one job sees.
+  const fresh = new Pool({ processes: 2, startMethod });
+  await fresh.map(double, [1, 2], { chunksize: 1 });
+  t0 = performance.now();
+  await fresh.map(heavy, small);
+  out.map_heavy_20k_fresh_pool_ms = performance.now() - t0;
+  await fresh[Symbol.asyncDispose]();
   return out;
 }
 
@@ -107,6 +115,12 @@ for (let round = 0; round < ROUNDS; round++) {
   add("ratio process map_100k / python", proc.map_100k_ms! / py.map_100k_ms!);
   add("ratio process first map_100k / python", proc.map_100k_first_ms! / py.map_100k_ms!);
   add("ratio worker map_100k / python", worker.map_100k_ms! / py.map_100k_ms!);
+  for (const [name, side] of [["process", proc], ["worker", worker]] as const) {
+    add(
+      `ratio ${name} heavy fresh pool / third`,
+      side.map_heavy_20k_fresh_pool_ms! / side.map_heavy_20k_third_ms!,
+    );
+  }
   add(
     "ratio process first_result / python spawn",
     proc.first_result_ms! / py.first_result_spawn_ms!,
