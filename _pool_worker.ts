@@ -46,15 +46,17 @@ async function load({ module, exportName }: TargetRef): Promise<(...args: unknow
 
 // Calls made by one call of run() or runInts() while calls are cheap. A
 // "process" pool worker runs with --single-threaded (see _pool_engine.ts),
-// which turns off V8's on-stack replacement: V8 compiles a function only when
-// it is entered, so one call over a chunk of 12,500 items would run
-// interpreted to its end, and a fresh worker's first chunks with it.
+// which turns off V8's on-stack replacement: V8 optimizes a function only
+// when it is entered, so one call over a chunk of 12,500 items would run
+// unoptimized to its end, and a fresh worker's first chunks with it.
 const CALLS_PER_RUN = 256;
 // Calls that take longer than this (ms) each run one to a call of run(): V8
 // inlines the function into run() and optimizes the two together only once
-// run() has been called often enough. In runs of 256, a compute-heavy
-// function's first maps ran some three times slower. A worker starts with
-// runs of 16: its first calls may be slow ones.
+// run() has been called often enough. In runs of 256, a "worker" pool's
+// first maps of a compute-heavy function ran some three times slower (a
+// "process" pool's Maglev inlines only the smallest functions: see
+// _pool_engine.ts). A worker starts with runs of 16: its first calls may be
+// slow ones.
 const SLOW_CALL = 0.001;
 let callsPerRun = 16;
 // Runs are timed one in this many, a chunk's first among them. Timing each
