@@ -102,6 +102,8 @@ let stray: unknown;
 /**
  * Calls `fn` on `calls` from `from` to `to`, into `ints`, until one returns
  * something else than an int32 (kept in `stray`): returns its index (or `to`).
+ * A "process" pool's V8 flags name it, to keep it out of Turbofan (see
+ * _pool_engine.ts): keep the name.
  */
 function runInts(
   fn: (...args: unknown[]) => unknown,
