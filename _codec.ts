@@ -205,6 +205,12 @@ let encoding = false;
 // (x86-64, AArch64), so typed arrays write the byte order the format names.
 let numbers = new Float64Array(0);
 let ints32 = new Int32Array(0);
+// Buffers the library made and never writes again (see seal()).
+const sealed = new WeakSet<ArrayBuffer>();
+// While encodeParts() runs: the parts so far, and where the current one
+// starts in `out`.
+let parts: Uint8Array[] | undefined;
+let partFrom = 0;
 
 /**
  * Serializes a value with structured-clone semantics, handles and MessagePorts.
@@ -274,6 +280,47 @@ export function ownShort(data: Uint8Array): Uint8Array {
   return data.length < VIEW_MAX ? data.slice() : data;
 }
 
+/** Sealed buffers this large are parts of their own in {@linkcode encodeParts}. */
+export const PART_MIN: number = 1 << 15;
+
+/**
+ * Marks bytes the library made and will never change (a pool task's items,
+ * its results): {@linkcode encodeParts} sends their buffer from where it is.
+ * Bytes that a caller may still change must not be sealed: a message is a
+ * copy of what was sent at the call.
+ */
+export function seal(bytes: Uint8Array): Uint8Array {
+  sealed.add(bytes.buffer as ArrayBuffer);
+  return bytes;
+}
+
+/**
+ * Like {@linkcode encodeShort}, as the parts of one encoding: each sealed
+ * buffer of {@linkcode PART_MIN} bytes or more is a part of its own, not
+ * copied: a pool's batch of tasks would copy its items' bytes twice (into
+ * the codec's buffer, then out of it) before the write. Parts shorter than {@linkcode VIEW_MAX} are views valid until the next
+ * encode: copy them at once (a frame writer does).
+ */
+export function encodeParts(
+  value: unknown,
+  context?: EncodeContext,
+  label = "value",
+): Uint8Array[] {
+  if (encoding) return [encodeShort(value, context, label)];
+  const found: Uint8Array[] = parts = [];
+  partFrom = 0;
+  try {
+    found.push(encodeWith(value, context, label, false).subarray(partFrom));
+  } finally {
+    parts = undefined;
+  }
+  // Parts of `out` (every other one) that are long enough are copied now, as encodeShort does.
+  for (let i = 0; i < found.length; i += 2) {
+    if (found[i]!.length >= VIEW_MAX) found[i] = found[i]!.slice();
+  }
+  return found;
+}
+
 function encodeWith(
   value: unknown,
   context: EncodeContext | undefined,
@@ -296,15 +343,16 @@ function encodeWith(
       if (numbers.length > 1 << 17) [numbers, ints32] = [new Float64Array(0), new Int32Array(0)];
     }
   }
-  const saved = [out, outView, pos, refs, encodeContext, handleContext] as const;
+  const saved = [out, outView, pos, refs, encodeContext, handleContext, parts] as const;
   out = new Uint8Array(256);
   outView = new DataView(out.buffer);
   refs = new Map();
+  parts = undefined;
   try {
     // A nested encode has its own buffer: a view of it stays valid.
     return run(value, context, label, false, write);
   } finally {
-    [out, outView, pos, refs, encodeContext, handleContext] = saved;
+    [out, outView, pos, refs, encodeContext, handleContext, parts] = saved;
   }
 }
 
@@ -654,6 +702,13 @@ function writeExotic(value: object, proto: object): void {
 function writeBuffer(buffer: ArrayBuffer): void {
   if (buffer.detached) fail("a detached ArrayBuffer cannot be cloned");
   const length = buffer.byteLength;
+  if (parts !== undefined && length >= PART_MIN && sealed.has(buffer) && !buffer.resizable) {
+    writeByte(BUFFER);
+    writeUint(length);
+    parts.push(out.subarray(partFrom, pos), new Uint8Array(buffer));
+    partFrom = pos;
+    return;
+  }
   if (buffer.resizable) {
     writeByte(RESIZABLE);
     writeUint(length);

@@ -1,7 +1,7 @@
 // The loop a pool worker runs: it receives tasks (a chunk of argument lists
 // for one exported function) over its end of a pipe and sends back the
 // results, or the first error, for the whole chunk. Closing the pipe ends it.
-import { decodeItems, encodeNumbers } from "./_codec.ts";
+import { decodeItems, encodeNumbers, seal } from "./_codec.ts";
 import type { Connection } from "./pipe.ts";
 import { flushNow } from "./_socket.ts";
 import type { TargetRef } from "./_target.ts";
@@ -204,7 +204,8 @@ function runAll(
         timedFrom = i;
       }
     }
-    if (i === length) return encodeNumbers(ints);
+    // Sealed: the reply sends these bytes from where they are.
+    if (i === length) return seal(encodeNumbers(ints));
     // Result i is something else: it and the rest go the general way.
     results = new Array(length);
     for (let k = 0; k < i; k++) results[k] = ints[k];

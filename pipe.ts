@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { decode, encodeShort, ownShort } from "./_codec.ts";
+import { decode, encodeParts, ownShort } from "./_codec.ts";
 import { hmacSha256, sameBytes } from "./_hmac.ts";
 import {
   type DecodeContext,
@@ -56,7 +56,7 @@ const LARGE = 1 << 16;
 interface Message {
   kind: number;
   data: Uint8Array;
-  /** `data` is from encodeShort: take it with ownShort() to keep it past this turn. */
+  /** `data` is from encodeShort (or encodeParts): take it with ownShort() to keep it past this turn. */
   short?: boolean;
 }
 
@@ -446,6 +446,25 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     return Promise.reject(new ValueError("Cannot send: the connection is not connected"));
   }
 
+  // An encoding in parts (see encodeParts): written as one frame over a link,
+  // joined anywhere else.
+  #outParts(parts: Uint8Array[]): Promise<void> {
+    const link = this.#link;
+    if (this.#hub === undefined && link !== undefined && !link.closed) {
+      link.sendParts([OP[OBJ]!, ...parts]);
+      return link.pace() ?? Promise.resolve();
+    }
+    let length = 0;
+    for (const part of parts) length += part.length;
+    const data = new Uint8Array(length);
+    length = 0;
+    for (const part of parts) {
+      data.set(part, length);
+      length += part.length;
+    }
+    return this.#out({ kind: OBJ, data });
+  }
+
   #writeNow(link: Link, message: Message): Promise<void> {
     if (link.closed) return Promise.reject(new ValueError("Cannot send: the other end is closed"));
     return link.sendParts([OP[message.kind]!, message.data]).catch((error) => {
@@ -487,9 +506,12 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
     try {
       this.#check("send", "send");
       const context: EncodeContext = { commit: [] };
-      // Copied once, into the frame or the inbox (see owned()).
-      const data = encodeShort(obj, context, "message");
-      const sent = this.#out({ kind: OBJ, data, short: true });
+      // Copied once, into the frame or the inbox (see owned()); sealed bytes
+      // (a pool's tasks and results) go into the frame from where they are.
+      const parts = encodeParts(obj, context, "message");
+      const sent = parts.length === 1
+        ? this.#out({ kind: OBJ, data: parts[0]!, short: true })
+        : this.#outParts(parts);
       for (const commit of context.commit!) commit();
       return sent;
     } catch (error) {

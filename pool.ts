@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { encode, encodeSlice } from "./_codec.ts";
+import { encode, encodeSlice, seal } from "./_codec.ts";
 import { copyResults, type EngineOptions, type Job, PoolEngine } from "./_pool_engine.ts";
 import { self, type StartMethod, validateStartMethod } from "./_state.ts";
 import { callerModules, findTarget, type TargetRef } from "./_target.ts";
@@ -209,7 +209,8 @@ export class AsyncResult<R> implements PromiseLike<R> {
  */
 function encodeChunk(calls: unknown[], start: number, end: number, star: boolean): Uint8Array {
   try {
-    return encodeSlice(calls, start, end, {}, "items");
+    // Sealed: sent from where it is, and sent again as is if its worker dies.
+    return seal(encodeSlice(calls, start, end, {}, "items"));
   } catch (error) {
     if (calls.length === 1 && star) encode(calls[0], {}, "args");
     for (let i = start; i < end; i++) encode(calls[i], {}, `items[${i}]`);

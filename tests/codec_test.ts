@@ -1,5 +1,16 @@
 import assert from "node:assert/strict";
-import { decode, decodeItems, encode, encodeNumbers, encodeSlice, encodeView } from "../_codec.ts";
+import {
+  decode,
+  decodeItems,
+  encode,
+  encodeNumbers,
+  encodeParts,
+  encodeSlice,
+  encodeView,
+  PART_MIN,
+  seal,
+  VIEW_MAX,
+} from "../_codec.ts";
 import {
   type DecodeContext,
   type EncodeContext,
@@ -762,4 +773,49 @@ Deno.test("encodeView() returns the bytes encode() would, in the codec's buffer"
   encodeView("other");
   assert.notDeepEqual(again, first);
   assert.deepEqual(decode(first), "first");
+});
+
+const join = (parts: Uint8Array[]) => {
+  const all = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    all.set(part, at);
+    at += part.length;
+  }
+  return all;
+};
+
+Deno.test("encodeParts() sends sealed buffers from where they are; its parts join into encode()'s bytes", () => {
+  const a = seal(new Uint8Array(PART_MIN * 2).fill(7));
+  const b = seal(new Uint8Array(PART_MIN).fill(9));
+  const value = [1, a, "x".repeat(VIEW_MAX), { b, again: a }, new Uint8Array(PART_MIN)];
+  const parts = encodeParts(value);
+  assert.equal(parts.length, 5, "two sealed buffers cut the encoding in five");
+  assert.equal(parts[1]!.buffer, a.buffer, "not copied");
+  assert.equal(parts[3]!.buffer, b.buffer, "not copied");
+  const whole = join(parts);
+  assert.deepEqual(whole, encode(value));
+  // A part of the codec's buffer this long is a copy: the next encode leaves it be.
+  const head = parts[2]!.slice();
+  encode(["other", "y".repeat(VIEW_MAX * 2)]);
+  assert.deepEqual(parts[2], head);
+  const back = decode(whole) as [number, Uint8Array, string, { b: Uint8Array; again: Uint8Array }];
+  assert.deepEqual(back, value);
+  assert.equal(back[3].again, back[1], "a buffer sent twice is one object");
+});
+
+Deno.test("encodeParts() copies what is not sealed or short, and fails whole", () => {
+  const loose = new Uint8Array(PART_MIN * 2).fill(1);
+  const short = seal(new Uint8Array(PART_MIN - 1).fill(2));
+  for (const value of [[loose], [short], "plain"]) {
+    const parts = encodeParts(value);
+    assert.equal(parts.length, 1);
+    assert.deepEqual(parts[0], encode(value));
+  }
+  const sealed = seal(new Uint8Array(PART_MIN).fill(3));
+  assert.throws(() => encodeParts([sealed, () => {}]), DataCloneError);
+  // Nothing of the failed call is left over for the next one.
+  const parts = encodeParts([sealed]);
+  assert.equal(parts.length, 3);
+  assert.deepEqual(join(parts), encode([sealed]));
 });

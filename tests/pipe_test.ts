@@ -27,6 +27,7 @@ import {
   sendThenExit,
 } from "./testdata/queue_targets.ts";
 import { started } from "./testdata/helpers.ts";
+import { PART_MIN, seal } from "../_codec.ts";
 
 const METHODS: StartMethod[] = ["process", "worker"];
 const SMALL = [42, null, "hello"];
@@ -194,6 +195,23 @@ for (const method of METHODS) {
     a.close();
     c.close();
     d2.close();
+  });
+
+  Deno.test(`Connection.send() of sealed bytes reaches a "${method}" child whole, in order`, async () => {
+    const [a, b] = Pipe();
+    await using p = await started(echo, [b], method);
+    // Sealed bytes go into the frame from where they are (see encodeParts).
+    const big = seal(new Uint8Array(PART_MIN * 3).map((_, i) => i * 7));
+    const small = seal(new Uint8Array(PART_MIN).fill(5));
+    const messages = [[0, big], [1, small, "x", big], [2, { small }]];
+    // Sent together, so that they share a write.
+    await Promise.all(messages.map((message) => a.send(message)));
+    for (const message of messages) assert.deepEqual(await a.recv(), message);
+    await a.send(null);
+    await assert.rejects(a.recv(), EOFError);
+    await p.join();
+    assert.equal(p.exitCode, 0);
+    a.close();
   });
 
   Deno.test(`Connection.sendBytes() keeps message boundaries with a "${method}" child`, async () => {
