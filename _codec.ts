@@ -297,9 +297,10 @@ export function seal(bytes: Uint8Array): Uint8Array {
 /**
  * Like {@linkcode encodeShort}, as the parts of one encoding: each sealed
  * buffer of {@linkcode PART_MIN} bytes or more is a part of its own, not
- * copied: a pool's batch of tasks would copy its items' bytes twice (into
- * the codec's buffer, then out of it) before the write. Parts shorter than {@linkcode VIEW_MAX} are views valid until the next
- * encode: copy them at once (a frame writer does).
+ * copied (a pool's batch of tasks would copy its items' bytes twice, into the
+ * codec's buffer and out of it, before the write). Parts shorter than
+ * {@linkcode VIEW_MAX} are views valid until the next encode: copy them at
+ * once (a frame writer does).
  */
 export function encodeParts(
   value: unknown,

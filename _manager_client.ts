@@ -9,7 +9,7 @@ import { type EncodeContext, registerHandleKind } from "./_handles.ts";
 import { type Lane, Spinner, takeLane } from "./_lane.ts";
 import { grantSocket } from "./_socket.ts";
 import { atExit } from "./_state.ts";
-import { type ByteWriter, FrameReader } from "./_wire.ts";
+import { type ByteWriter, FrameReader, joinBytes } from "./_wire.ts";
 import { AuthenticationError, ProcessError, ValueError } from "./errors.ts";
 
 /** A manager's address: a Unix socket path, or a TCP host and port. */
@@ -245,16 +245,7 @@ export class Outbox {
     if (queue.length === 0) return undefined;
     this.#queue = [];
     this.#queuedBytes = 0;
-    if (queue.length === 1) return queue[0];
-    let length = 0;
-    for (const part of queue) length += part.length;
-    const joined = new Uint8Array(length);
-    let at = 0;
-    for (const part of queue) {
-      joined.set(part, at);
-      at += part.length;
-    }
-    return joined;
+    return queue.length === 1 ? queue[0] : joinBytes(queue);
   }
 
   #wake(): void {

@@ -4,7 +4,7 @@
 // runs its tasks in order, so when it dies the first of its tasks was running
 // (it fails with WorkerLostError) and the rest had not started (they are
 // queued again). A cancelled task that is running has its worker terminated.
-import { decode, decodeItems, encode, encodeNumbers, encodeSlice } from "./_codec.ts";
+import { decode, decodeItems, encode, encodeNumbers, encodeParts, encodeSlice } from "./_codec.ts";
 import { type Connection, Pipe } from "./pipe.ts";
 import { Process } from "./process.ts";
 import {
@@ -46,7 +46,7 @@ function warmCodec(): void {
   const target: unknown[] = new Array(WARM_ITEMS);
   for (let round = 0; round < WARM_ROUNDS; round++) {
     const task: TaskTuple = [round, 0, null, false, encodeSlice(items, 0, WARM_ITEMS)];
-    encode([task]);
+    encodeParts([task]); // as Connection.send() encodes a batch
     const [, , packed] = decode(encode([round, true, results])) as ResultMessage;
     copyResults(decodeItems(packed as Uint8Array), target, 0);
   }

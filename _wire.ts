@@ -547,6 +547,19 @@ export class FrameWriter {
   }
 }
 
+/** The bytes of `parts`, one after another, in one fresh buffer. */
+export function joinBytes(parts: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const joined = new Uint8Array(length);
+  let at = 0;
+  for (const part of parts) {
+    joined.set(part, at);
+    at += part.length;
+  }
+  return joined;
+}
+
 /** A promise whose rejection counts as handled, so its caller may drop it. */
 export function handled<T>(promise: Promise<T>): Promise<T> {
   promise.catch(() => {});

@@ -37,6 +37,7 @@ import {
   withLaneMemory,
 } from "./_socket.ts";
 import { waitFor } from "./_wait.ts";
+import { joinBytes } from "./_wire.ts";
 import {
   AuthenticationError,
   BufferTooShort,
@@ -454,15 +455,7 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
       link.sendParts([OP[OBJ]!, ...parts]);
       return link.pace() ?? Promise.resolve();
     }
-    let length = 0;
-    for (const part of parts) length += part.length;
-    const data = new Uint8Array(length);
-    length = 0;
-    for (const part of parts) {
-      data.set(part, length);
-      length += part.length;
-    }
-    return this.#out({ kind: OBJ, data });
+    return this.#out({ kind: OBJ, data: joinBytes(parts) });
   }
 
   #writeNow(link: Link, message: Message): Promise<void> {
