@@ -14,7 +14,7 @@ import {
   type Task as TaskTuple,
   type TaskMessage,
 } from "./_pool_worker.ts";
-import { exits, type StartMethod, v8Flags } from "./_state.ts";
+import { exits, holds, type StartMethod, v8Flags } from "./_state.ts";
 import type { TargetRef } from "./_target.ts";
 import { ProcessError, RemoteError, WorkerLostError } from "./errors.ts";
 
@@ -97,6 +97,8 @@ interface WorkerRecord {
   known: Set<number>;
   /** Terminated by the pool (a cancel, terminate()), not dead by itself. */
   stopped: boolean;
+  /** Holding the event loop: the pool has work (see #holdLoop). */
+  held: boolean;
 }
 
 /** What the engine is started with, already validated. */
@@ -179,18 +181,16 @@ export class PoolEngine {
   #state: "run" | "close" | "terminate" = "run";
   #allExited: { promise: Promise<void>; resolve: () => void } | undefined;
   #pumpScheduled = false;
-  // Daemon workers and waiting pipes hold nothing open: while work is
-  // outstanding, this timer keeps the event loop (and so the caller) alive.
-  #keepAlive: ReturnType<typeof setInterval> | undefined;
-  #held = false;
 
   constructor(options: EngineOptions) {
     this.#options = options;
     for (let i = 0; i < options.processes; i++) this.#spawn();
     if (!codecWarmed) {
       codecWarmed = true;
-      // In a turn of its own: the workers' start goes first.
-      setTimeout(warmCodec, 0);
+      // Once the workers have started. Not in a timer: a program's first
+      // timer loads Deno's Node-style timers (5-8 ms), before the caller's
+      // first call could be sent.
+      queueMicrotask(warmCodec);
     }
   }
 
@@ -257,11 +257,12 @@ export class PoolEngine {
       this.#allExited = { promise, resolve };
     }
     // The workers are daemons: waiting for them must hold the event loop.
-    const keepAlive = setInterval(() => {}, 1 << 30);
+    const waited = [...this.#workers].map((worker) => holds.get(worker.process)!);
+    for (const hold of waited) hold(true);
     try {
       await this.#allExited.promise;
     } finally {
-      clearInterval(keepAlive);
+      for (const hold of waited) hold(false);
     }
   }
 
@@ -319,6 +320,7 @@ export class PoolEngine {
       retiring: false,
       known: new Set(),
       stopped: false,
+      held: false,
     };
     this.#workers.add(worker);
     process.start().then(
@@ -398,9 +400,6 @@ export class PoolEngine {
 
   #checkExited(): void {
     if (this.#workers.size === 0 && this.#state !== "run") {
-      clearInterval(this.#keepAlive);
-      this.#keepAlive = undefined;
-      this.#held = false;
       this.#allExited?.resolve();
     }
   }
@@ -438,15 +437,20 @@ export class PoolEngine {
     }
   }
 
+  /**
+   * While work is outstanding, holds the event loop (and so the caller)
+   * alive: daemon workers hold nothing open, and a result's callback may be
+   * all the caller waits for. The workers' processes hold it, not a timer
+   * (see warmCodec's call).
+   */
   #holdLoop(): void {
     let busy = this.#queue.peek() !== undefined;
     for (const worker of this.#workers) busy ||= worker.tasks.length > 0;
-    if (busy === this.#held) return;
-    this.#held = busy;
-    if (!busy && this.#keepAlive === undefined) return;
-    this.#keepAlive ??= setInterval(() => {}, 1 << 30);
-    if (busy) Deno.refTimer(this.#keepAlive as unknown as number);
-    else Deno.unrefTimer(this.#keepAlive as unknown as number);
+    for (const worker of this.#workers) {
+      if (worker.held === busy) continue;
+      worker.held = busy;
+      holds.get(worker.process)!(busy);
+    }
   }
 
   #retire(worker: WorkerRecord): void {

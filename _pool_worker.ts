@@ -2,6 +2,7 @@
 // for one exported function) over its end of a pipe and sends back the
 // results, or the first error, for the whole chunk. Closing the pipe ends it.
 import { decodeItems, encodeNumbers, seal } from "./_codec.ts";
+import { EOFError } from "./errors.ts";
 import type { Connection } from "./pipe.ts";
 import { flushNow } from "./_socket.ts";
 import type { TargetRef } from "./_target.ts";
@@ -260,27 +261,33 @@ export async function poolWorker(
     }
   }
   const functions = new Map<number, Promise<(...args: unknown[]) => unknown>>();
-  for await (const batch of conn) {
-    const sent: Promise<void>[] = [];
-    for (const [id, fnId, ref, star, payload] of batch) {
-      let reply: ResultMessage;
-      if (ref !== null) functions.set(fnId, load(ref));
-      const started = performance.now();
-      try {
-        const calls = decodeItems(payload);
-        const fn = await functions.get(fnId)!;
-        const results = runAll(fn, star, calls);
-        reply = [id, true, results instanceof Promise ? await results : results];
-      } catch (error) {
-        reply = [id, false, error];
+  try {
+    for await (const batch of conn) {
+      const sent: Promise<void>[] = [];
+      for (const [id, fnId, ref, star, payload] of batch) {
+        let reply: ResultMessage;
+        if (ref !== null) functions.set(fnId, load(ref));
+        const started = performance.now();
+        try {
+          const calls = decodeItems(payload);
+          const fn = await functions.get(fnId)!;
+          const results = runAll(fn, star, calls);
+          reply = [id, true, results instanceof Promise ? await results : results];
+        } catch (error) {
+          reply = [id, false, error];
+        }
+        // Not awaited: replies made in one turn go out in one write. But after
+        // a long task, the reply goes now: the pool can take it in while the
+        // next one runs.
+        sent.push(conn.send(reply).catch((error) => conn.send([id, false, error])));
+        if (performance.now() - started > LONG_TASK) conn[flushNow]();
       }
-      // Not awaited: replies made in one turn go out in one write. But after
-      // a long task, the reply goes now: the pool can take it in while the
-      // next one runs.
-      sent.push(conn.send(reply).catch((error) => conn.send([id, false, error])));
-      if (performance.now() - started > LONG_TASK) conn[flushNow]();
+      await Promise.all(sent);
     }
-    await Promise.all(sent);
+  } catch (error) {
+    // As Python's worker: a pool that is gone (its pipe failed, say while
+    // this worker was still connecting as the program ended) ends it quietly.
+    if (!(error instanceof EOFError)) throw error;
   }
   conn.close();
 }

@@ -119,6 +119,13 @@ export const classes: { Process?: new (options: typeof REVIVE) => object } = {};
 export const exits: WeakMap<object, Promise<number>> = new WeakMap();
 
 /**
+ * Each child's hold on the event loop, as Process.join() takes it for a
+ * daemon: true holds, false lets go. A pool holds its workers while they
+ * have work, and so needs no timer.
+ */
+export const holds: WeakMap<object, (hold: boolean) => void> = new WeakMap();
+
+/**
  * V8 flags for a `"process"` child, set before it starts: what the pool asks
  * for its workers (see the pool engine). Not a public option: V8's flags are
  * not a stable interface.

@@ -32,6 +32,7 @@ import {
   children,
   classes,
   exits,
+  holds,
   internalClasses,
   REVIVE,
   self,
@@ -272,6 +273,7 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
       };
     });
     exits.set(this, this.#exited.then(() => this.#exitCode!));
+    holds.set(this, (hold) => this.#holdLoop(hold));
     if ((options as unknown) === REVIVE) {
       // The child runtime re-creating a subclass instance: this is us.
       this.#args = [] as unknown as A;
@@ -311,7 +313,8 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
     this.#name = name ?? `Process-${this.#identity.join(":")}`;
     this.#daemon = daemon ?? self.daemon;
 
-    const callers = callerModules(new Error().stack);
+    // Where the caller is, from the stack (costly): not needed when given the module.
+    const callers = module === undefined ? callerModules(new Error().stack) : [];
     const subclass = new.target !== Process && !internalClasses.has(new.target);
     if (subclass && new.target.prototype.run !== Process.prototype.run) {
       this.#kind = "class";
@@ -470,7 +473,7 @@ export class Process<A extends unknown[] = unknown[]> implements AsyncDisposable
       this.#markExited(status.signal !== null ? -(SIGNALS[status.signal] ?? 128) : status.code);
       this.#stdin?.close().catch(() => {});
     });
-    if (this.#daemon) child.unref();
+    if (this.#daemon && this.#joiners === 0) child.unref();
     // The child reads its arguments from stdin, and takes the end of stdin as
     // this process's death. Keep the writer open until it exits.
     this.#stdin = child.stdin.getWriter();

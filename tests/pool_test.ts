@@ -32,6 +32,7 @@ import {
   slowOfObject,
   workerName,
 } from "./testdata/pool_targets.ts";
+import { within } from "./testdata/helpers.ts";
 
 const METHODS: StartMethod[] = ["process", "worker"];
 
@@ -302,5 +303,47 @@ for (const method of METHODS) {
     assert.equal(await first.get(), 5);
     flag.value = 1;
     assert.equal(await second.get(), 1);
+  });
+}
+
+/** Runs tests/testdata/pool_main.ts as a program of its own, to its end. */
+async function poolMain(mode: string, startMethod: StartMethod): Promise<Deno.CommandOutput> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-run",
+      "--allow-net",
+      "--allow-env",
+      new URL("./testdata/pool_main.ts", import.meta.url).pathname,
+      mode,
+      startMethod,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  try {
+    return await within(60_000, `pool_main.ts ${mode}`, child.output());
+  } finally {
+    try {
+      child.kill();
+    } catch { /* it has exited */ }
+  }
+}
+
+for (const method of METHODS) {
+  Deno.test(`Pool: work in flight keeps a program alive until its callback has run (${method})`, async () => {
+    const out = await poolMain("callback", method);
+    assert.equal(new TextDecoder().decode(out.stderr), "");
+    assert.equal(new TextDecoder().decode(out.stdout), "result 42\n");
+    assert.equal(out.code, 0);
+  });
+
+  Deno.test(`Pool: a program that ends with an idle pool exits quietly (${method})`, async () => {
+    const out = await poolMain("idle", method);
+    assert.equal(new TextDecoder().decode(out.stderr), "");
+    assert.equal(new TextDecoder().decode(out.stdout), "main done\n");
+    assert.equal(out.code, 0);
   });
 }
