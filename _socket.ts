@@ -360,9 +360,9 @@ export const flushNow: unique symbol = Symbol("@seed/multiprocessing/flushNow");
  * write of nothing is an async op (~1 µs) that Deno 2.9.6 completes at once,
  * so it settles after two microtask hops, not at the event loop's next turn
  * (a producer awaiting each put shares a write among some 75 small items).
- * A true turn costs more here: setTimeout(0) takes ~2 ms, setImmediate loads
- * Node's timers (5-10 ms in a fresh isolate), and a started MessagePort keeps
- * the program alive.
+ * A true turn costs more here: setTimeout(0) takes ~2 ms (and a program's
+ * first timer, or setImmediate, loads Deno's Node-style timers: 5-10 ms in a
+ * fresh isolate), and a started MessagePort keeps the program alive.
  */
 export function nextTurn(conn: Deno.Conn): Promise<unknown> {
   return conn.write(NOTHING);
