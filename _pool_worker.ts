@@ -238,6 +238,34 @@ async function settle(
 // Milliseconds of work after which a task's reply is written at once.
 const LONG_TASK = 0.5;
 
+/** Runs a batch of tasks in order, replying to each; settles once the replies are written. */
+async function runBatch(
+  conn: Connection<ResultMessage, TaskMessage>,
+  functions: Map<number, Promise<(...args: unknown[]) => unknown>>,
+  batch: TaskMessage,
+): Promise<void> {
+  const sent: Promise<void>[] = [];
+  for (const [id, fnId, ref, star, payload] of batch) {
+    let reply: ResultMessage;
+    if (ref !== null) functions.set(fnId, load(ref));
+    const started = performance.now();
+    try {
+      const calls = decodeItems(payload);
+      const fn = await functions.get(fnId)!;
+      const results = runAll(fn, star, calls);
+      reply = [id, true, results instanceof Promise ? await results : results];
+    } catch (error) {
+      reply = [id, false, error];
+    }
+    // Not awaited: replies made in one turn go out in one write. But after
+    // a long task, the reply goes now: the pool can take it in while the
+    // next one runs.
+    sent.push(conn.send(reply).catch((error) => conn.send([id, false, error])));
+    if (performance.now() - started > LONG_TASK) conn[flushNow]();
+  }
+  await Promise.all(sent);
+}
+
 /** The task id under which a worker reports that its initializer threw. */
 export const INITIALIZER_FAILED = -1;
 
@@ -262,28 +290,7 @@ export async function poolWorker(
   }
   const functions = new Map<number, Promise<(...args: unknown[]) => unknown>>();
   try {
-    for await (const batch of conn) {
-      const sent: Promise<void>[] = [];
-      for (const [id, fnId, ref, star, payload] of batch) {
-        let reply: ResultMessage;
-        if (ref !== null) functions.set(fnId, load(ref));
-        const started = performance.now();
-        try {
-          const calls = decodeItems(payload);
-          const fn = await functions.get(fnId)!;
-          const results = runAll(fn, star, calls);
-          reply = [id, true, results instanceof Promise ? await results : results];
-        } catch (error) {
-          reply = [id, false, error];
-        }
-        // Not awaited: replies made in one turn go out in one write. But after
-        // a long task, the reply goes now: the pool can take it in while the
-        // next one runs.
-        sent.push(conn.send(reply).catch((error) => conn.send([id, false, error])));
-        if (performance.now() - started > LONG_TASK) conn[flushNow]();
-      }
-      await Promise.all(sent);
-    }
+    for await (const batch of conn) await runBatch(conn, functions, batch);
   } catch (error) {
     // As Python's worker: a pool that is gone (its pipe failed, say while
     // this worker was still connecting as the program ended) ends it quietly.
