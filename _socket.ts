@@ -76,7 +76,9 @@ export function unexportRoute(id: string): void {
 
 /**
  * A private temp dir for sockets, in memory (tmpfs) where there is one:
- * lanes keep their files beside the sockets.
+ * lanes keep their files beside the sockets. Deno 2.9 lets a program into
+ * /dev/shm only when it holds every permission (write access alone is not
+ * enough): else the dir is in the system's temp folder.
  */
 export function makeSocketDir(prefix = "seed-mp-"): string {
   const shm = "/dev/shm";

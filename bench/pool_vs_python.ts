@@ -1,11 +1,14 @@
 // Pool against Python's anchor (P4: Pool(2)) and piscina (2 threads), in one
 // run on this machine; prints each side and the ratio (ours / theirs).
 //   deno run --allow-read --allow-write --allow-run --allow-net --allow-env bench/pool_vs_python.ts [rounds]
+// With --fresh it times only its own first pool and prints it as JSON: each
+// round runs it so, as a program of its own (see firstPool).
 // piscina is measured when /tmp/anchors-node has it (see ../shared/anchors/README.md).
 import { Pool } from "../mod.ts";
 import { double, heavy } from "./targets.ts";
 
-const ROUNDS = Number(Deno.args[0] ?? 3);
+const FRESH = Deno.args[0] === "--fresh";
+const ROUNDS = FRESH ? 0 : Number(Deno.args[0] ?? 3);
 const ANCHORS = new URL("../../shared/anchors/", import.meta.url).pathname;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -79,6 +82,65 @@ async function python(): Promise<Record<string, number>> {
   };
 }
 
+// A program's first pool, in a program of its own: what a script that starts
+// a pool for one job sees, V8 compiling our code on first use included.
+// Python's P4 times its spawn pool after a fork and a forkserver pool in the
+// same program, and its map in a fork pool (workers that are copies of the
+// warm parent). So both are also timed here as a fresh program's first pool,
+// like for like: Python's spawn workers are fresh processes, as ours are.
+async function firstPool(): Promise<Record<string, number>> {
+  const t0 = performance.now();
+  const pool = new Pool({ processes: 2, startMethod: "process" });
+  await pool.map(double, [1, 2], { chunksize: 1 });
+  const first_result_ms = performance.now() - t0;
+  const items = Array.from({ length: 100_000 }, (_, i) => i);
+  const t1 = performance.now();
+  const r = await pool.map(double, items);
+  const map_100k_first_ms = performance.now() - t1;
+  if (r[99_999] !== 199_998) throw new Error("wrong result");
+  await pool[Symbol.asyncDispose]();
+  return { first_result_ms, map_100k_first_ms };
+}
+
+async function oursFresh(): Promise<Record<string, number>> {
+  const flags = ["--allow-read", "--allow-write", "--allow-run", "--allow-net", "--allow-env"];
+  const run = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, import.meta.filename!, "--fresh"],
+    stdout: "piped",
+  }).output();
+  return JSON.parse(new TextDecoder().decode(run.stdout));
+}
+
+// The same first pool in Python, with the anchor's own _double.
+const PYTHON_FIRST_POOL = `
+import json, sys
+from time import perf_counter as pc
+sys.path.insert(0, sys.argv[1])
+import multiprocessing as mp
+from mp_bench import _double
+ctx = mp.get_context("spawn")
+t0 = pc()
+pool = ctx.Pool(2)
+pool.map(_double, [1, 2], chunksize=1)
+first = pc() - t0
+items = list(range(100_000))
+t0 = pc()
+r = pool.map(_double, items)
+dt = pc() - t0
+assert r[-1] == 199_998
+pool.terminate()
+pool.join()
+print(json.dumps({"first_result_ms": first * 1e3, "map_100k_first_ms": dt * 1e3}))
+`;
+
+async function pythonFresh(): Promise<Record<string, number>> {
+  const run = await new Deno.Command("python3", {
+    args: ["-c", PYTHON_FIRST_POOL, `${ANCHORS}python`],
+    stdout: "piped",
+  }).output();
+  return JSON.parse(new TextDecoder().decode(run.stdout));
+}
+
 async function piscina(): Promise<number | undefined> {
   try {
     Deno.statSync("/tmp/anchors-node/node_modules/piscina");
@@ -97,6 +159,8 @@ async function piscina(): Promise<number | undefined> {
   return undefined;
 }
 
+if (FRESH) console.log(JSON.stringify(await firstPool()));
+
 const rows: Record<string, number[]> = {};
 const add = (key: string, value: number | undefined) =>
   value !== undefined && (rows[key] ??= []).push(value);
@@ -104,10 +168,17 @@ for (let round = 0; round < ROUNDS; round++) {
   // Python goes first in every other round: right after its run, this machine
   // ran our first map some 30% slower (10.3 against 7.8 ms, median of 6).
   const pyFirst = round % 2 === 0 ? await python() : undefined;
+  const pyFreshFirst = round % 2 === 0 ? await pythonFresh() : undefined;
   const proc = await ours("process");
   const worker = await ours("worker");
+  const fresh = await oursFresh();
   const py = pyFirst ?? await python();
+  const pyFresh = pyFreshFirst ?? await pythonFresh();
   const pis = await piscina();
+  for (const [key, value] of Object.entries(fresh)) add(`process fresh program ${key}`, value);
+  for (const [key, value] of Object.entries(pyFresh)) {
+    add(`python spawn fresh program ${key}`, value);
+  }
   for (const [key, value] of Object.entries(proc)) add(`process ${key}`, value);
   for (const [key, value] of Object.entries(worker)) add(`worker ${key}`, value);
   for (const [key, value] of Object.entries(py)) add(`python ${key}`, value);
@@ -125,6 +196,15 @@ for (let round = 0; round < ROUNDS; round++) {
     "ratio process first_result / python spawn",
     proc.first_result_ms! / py.first_result_spawn_ms!,
   );
+  add(
+    "ratio fresh program first_result / python spawn fresh",
+    fresh.first_result_ms! / pyFresh.first_result_ms!,
+  );
+  add("ratio fresh program first map / python", fresh.map_100k_first_ms! / py.map_100k_ms!);
+  add(
+    "ratio fresh program first map / python spawn fresh",
+    fresh.map_100k_first_ms! / pyFresh.map_100k_first_ms!,
+  );
   add("ratio process apply_rtt / python", proc.apply_rtt_us! / py.apply_rtt_us!);
   add("ratio worker apply_rtt / python", worker.apply_rtt_us! / py.apply_rtt_us!);
   if (pis !== undefined) add("ratio worker apply_rtt / piscina", worker.apply_rtt_us! / pis);
@@ -135,7 +215,7 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 for (const [key, values] of Object.entries(rows)) {
   console.log(
-    `${key.padEnd(44)} median ${median(values).toFixed(3)}  (${
+    `${key.padEnd(54)} median ${median(values).toFixed(3)}  (${
       values.map((v) => v.toFixed(2)).join(" ")
     })`,
   );
