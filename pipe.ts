@@ -451,9 +451,8 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
   // joined anywhere else.
   #outParts(parts: Uint8Array[]): Promise<void> {
     const link = this.#link;
-    if (this.#hub === undefined && link !== undefined && !link.closed) {
-      link.sendParts([OP[OBJ]!, ...parts]);
-      return link.pace() ?? Promise.resolve();
+    if (this.#hub === undefined && link !== undefined) {
+      return this.#writeFrame(link, [OP[OBJ]!, ...parts]);
     }
     return this.#out({ kind: OBJ, data: joinBytes(parts) });
   }
@@ -466,10 +465,15 @@ export class Connection<S = unknown, R = unknown> implements Disposable {
   }
 
   #write(link: Link, message: Message): Promise<void> {
+    return this.#writeFrame(link, [OP[message.kind]!, message.data]);
+  }
+
+  // One frame of parts, paced: settles when the reader is not far behind.
+  #writeFrame(link: Link, parts: Uint8Array[]): Promise<void> {
     if (link.closed) {
       return Promise.reject(new ValueError("Cannot send: the other end is closed"));
     }
-    link.sendParts([OP[message.kind]!, message.data]);
+    link.sendParts(parts);
     return link.pace() ?? Promise.resolve();
   }
 
