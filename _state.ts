@@ -128,6 +128,7 @@ export const holds: WeakMap<object, (hold: boolean) => void> = new WeakMap();
 /**
  * V8 flags for a `"process"` child, set before it starts: what the pool asks
  * for its workers (see the pool engine). Not a public option: V8's flags are
- * not a stable interface.
+ * not a stable interface. Such a child runs without the code cache (see
+ * Process's #spawn).
  */
 export const v8Flags: WeakMap<object, string[]> = new WeakMap();

@@ -26,6 +26,7 @@ import {
   writeResult,
 } from "./testdata/targets.ts";
 import { sweepSocketDirs } from "../_socket.ts";
+import { v8Flags } from "../_state.ts";
 import { makeHidden } from "./testdata/not_exported.ts";
 import { Token } from "./testdata/token.ts";
 import { within } from "./testdata/helpers.ts";
@@ -455,6 +456,29 @@ Deno.test("a process child exits by itself when its parent is killed with SIGKIL
   await reader.cancel();
   await parent.stderr.cancel();
   await waitGone(child, 3_000);
+});
+
+Deno.test({
+  name: "a process child with V8 flags runs without the code cache; one without them shares it",
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    const seen: string[] = [];
+    for (const flags of [["--single-threaded"], undefined]) {
+      await using p = new Process({ target: sleepForever, startMethod: "process" });
+      if (flags !== undefined) v8Flags.set(p, flags);
+      await p.start();
+      const ps = await new Deno.Command("ps", { args: ["-o", "args=", "-p", String(p.pid)] })
+        .output();
+      seen.push(new TextDecoder().decode(ps.stdout));
+      p.terminate();
+      await p.join();
+    }
+    const [flagged, plain] = seen.map((line) => line.trim().split(/\s+/)) as [string[], string[]];
+    assert.ok(flagged.includes("--v8-flags=--single-threaded"), flagged.join(" "));
+    assert.ok(flagged.includes("--no-code-cache"), flagged.join(" "));
+    assert.ok(plain.includes("run") && !plain.includes("--no-code-cache"), plain.join(" "));
+    assert.ok(!plain.some((arg) => arg.startsWith("--v8-flags")), plain.join(" "));
+  },
 });
 
 Deno.test("currentProcess(), parentProcess() and cpuCount() in the main program", () => {
