@@ -459,7 +459,7 @@ Deno.test("a process child exits by itself when its parent is killed with SIGKIL
 });
 
 Deno.test({
-  name: "a process child with V8 flags runs without the code cache; one without them shares it",
+  name: "a process child with V8 flags is started with --no-code-cache; one without them is not",
   ignore: Deno.build.os === "windows",
   fn: async () => {
     const seen: string[] = [];
