@@ -105,13 +105,15 @@ async function firstPool(): Promise<Record<string, number>> {
   return { load_ms: LOADED_MS, first_result_ms, map_100k_first_ms };
 }
 
-async function oursFresh(): Promise<Record<string, number>> {
-  const flags = ["--allow-read", "--allow-write", "--allow-run", "--allow-net", "--allow-env"];
-  const run = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, import.meta.filename!, "--fresh"],
-    stdout: "piped",
-  }).output();
+/** Runs a program that prints one JSON object, and returns that object. */
+async function jsonOf(command: string, args: string[]): Promise<Record<string, number>> {
+  const run = await new Deno.Command(command, { args, stdout: "piped" }).output();
   return JSON.parse(new TextDecoder().decode(run.stdout));
+}
+
+function oursFresh(): Promise<Record<string, number>> {
+  const flags = ["--allow-read", "--allow-write", "--allow-run", "--allow-net", "--allow-env"];
+  return jsonOf(Deno.execPath(), ["run", ...flags, import.meta.filename!, "--fresh"]);
 }
 
 // The same first pool in Python, with the anchor's own _double.
@@ -136,12 +138,8 @@ pool.join()
 print(json.dumps({"first_result_ms": first * 1e3, "map_100k_first_ms": dt * 1e3}))
 `;
 
-async function pythonFresh(): Promise<Record<string, number>> {
-  const run = await new Deno.Command("python3", {
-    args: ["-c", PYTHON_FIRST_POOL, `${ANCHORS}python`],
-    stdout: "piped",
-  }).output();
-  return JSON.parse(new TextDecoder().decode(run.stdout));
+function pythonFresh(): Promise<Record<string, number>> {
+  return jsonOf("python3", ["-c", PYTHON_FIRST_POOL, `${ANCHORS}python`]);
 }
 
 async function piscina(): Promise<number | undefined> {
