@@ -19,7 +19,13 @@
  * @module
  */
 import { encode, encodeSlice, seal } from "./_codec.ts";
-import { copyResults, type EngineOptions, type Job, PoolEngine } from "./_pool_engine.ts";
+import {
+  allEncodable,
+  copyResults,
+  type EngineOptions,
+  type Job,
+  PoolEngine,
+} from "./_pool_engine.ts";
 import { self, type StartMethod, validateStartMethod } from "./_state.ts";
 import { callerModules, findTarget, type TargetRef } from "./_target.ts";
 import { TimeoutError, ValueError } from "./errors.ts";
@@ -218,6 +224,10 @@ function encodeChunk(calls: unknown[], start: number, end: number, star: boolean
   }
 }
 
+// Items after a map's first chunks below which all go out together: encoding
+// fewer costs less than the extra message each worker would get (~10-20 µs).
+const EARLY_MIN_REST = 4096;
+
 const arrayValues = Array.prototype[Symbol.iterator];
 
 /**
@@ -337,16 +347,26 @@ export class Pool implements AsyncDisposable {
     const { signal, timeout } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
     const length = calls.length;
+    const count = Math.ceil(length / chunksize);
+    const chunk = (index: number) =>
+      encodeChunk(calls, index * chunksize, Math.min(length, (index + 1) * chunksize), star);
+    // A large map of primitives sends each worker its first chunk before
+    // encoding the rest: the workers read and start on it meanwhile (a new
+    // pool's first map of 100,000 numbers took 4.5 ms against 5.0, medians
+    // of 120 maps). Otherwise every chunk is encoded first, so a call that
+    // cannot be encoded fails before anything is sent.
+    const early = !star && length - this.#processes * chunksize >= EARLY_MIN_REST &&
+        allEncodable(calls, this.#processes * chunksize)
+      ? this.#processes
+      : count;
     const payloads: Uint8Array[] = [];
-    for (let start = 0; start < length; start += chunksize) {
-      payloads.push(encodeChunk(calls, start, Math.min(length, start + chunksize), star));
-    }
-    if (payloads.length === 0) return Promise.resolve([]);
+    for (let index = 0; index < early; index++) payloads.push(chunk(index));
+    if (count === 0) return Promise.resolve([]);
     // Made at the first result, not here: a large one takes fresh memory
     // (100,000 items: some 100 page faults), time the workers' start would wait.
     let results: unknown[] | undefined;
     return new Promise<unknown[]>((resolve, reject) => {
-      let left = payloads.length;
+      let left = count;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const finish = () => {
         job.settled = true;
@@ -381,6 +401,17 @@ export class Pool implements AsyncDisposable {
         );
       }
       payloads.forEach((payload, index) => this.#engine.submit(job, fn, star, payload, index));
+      if (early === count) return;
+      this.#engine.dispatchNow();
+      try {
+        for (let index = early; index < count; index++) {
+          this.#engine.submit(job, fn, star, chunk(index), index);
+        }
+      } catch (error) {
+        // Not expected of primitives (see allEncodable); if it happens, the
+        // call fails and its chunks sent already are stopped.
+        cancel(error);
+      }
     });
   }
 

@@ -15,6 +15,7 @@ import {
   add,
   busyFor,
   busyUntilSet,
+  countCall,
   dieOn,
   double,
   failOn,
@@ -50,6 +51,13 @@ for (const startMethod of METHODS) {
       const results = await pool.map(double, many, { chunksize: 1 });
       assert.deepEqual(results, many.map((x) => x * 2));
     });
+    await t.step(
+      "100,000 items: each worker's first chunk goes before the rest are encoded",
+      async () => {
+        const many = Array.from({ length: 100_000 }, (_, i) => i);
+        assert.deepEqual(await pool.map(double, many), many.map((x) => x * 2));
+      },
+    );
     assert.deepEqual(await pool.map(double, []), []);
     assert.deepEqual(await pool.map(slowDouble, new Set([1, 2, 3])), [2, 4, 6]);
     await t.step("an array is read at the call, as its iterator reads it", async () => {
@@ -167,6 +175,26 @@ for (const startMethod of METHODS) {
       (error: unknown) => error instanceof DataCloneError && /args\[1\]:/.test(error.message),
     );
     assert.equal(await pool.apply(add, [1, 1]), 2);
+  });
+
+  Deno.test(`Pool.map() runs nothing of a large call whose last item cannot be cloned (${startMethod})`, async () => {
+    const calls = new Value("i", 0);
+    const pool = new Pool({ processes: 2, initializer: init, initargs: [calls], startMethod });
+    assert.deepEqual(await pool.map(countCall, [1, 2], { chunksize: 1 }), [1, 2]);
+    // A large map of primitives sends its first chunks before it encodes the
+    // rest (the workers are up: they would run them meanwhile); one with
+    // something else among the rest must not.
+    const items: unknown[] = Array.from({ length: 1_000_000 }, (_, i) => i);
+    items.push(() => 0);
+    await assert.rejects(
+      pool.map(countCall as (x: unknown) => number, items),
+      (error: unknown) =>
+        error instanceof DataCloneError && /items\[1000000\]:/.test(error.message),
+    );
+    // The workers run what they were sent before they exit.
+    pool.close();
+    await pool.join();
+    assert.equal(calls.value, 2);
   });
 
   Deno.test(`Pool.imap() and imapUnordered() read their input lazily (${startMethod})`, async () => {

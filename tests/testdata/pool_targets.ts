@@ -88,6 +88,12 @@ export function initValue(): unknown {
   return initialized;
 }
 
+/** Adds one to the Value the initializer (init) was given; returns `x`. */
+export function countCall(x: number): number {
+  (initialized as Value<"i">).value++;
+  return x;
+}
+
 export function initFails(): never {
   throw new Error("initializer failed on purpose");
 }
