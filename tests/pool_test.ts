@@ -52,7 +52,7 @@ for (const startMethod of METHODS) {
       assert.deepEqual(results, many.map((x) => x * 2));
     });
     await t.step(
-      "100,000 items: each worker's first chunk goes before the rest are encoded",
+      "100,000 items, the first chunks sent before the rest are encoded, come back in order",
       async () => {
         const many = Array.from({ length: 100_000 }, (_, i) => i);
         assert.deepEqual(await pool.map(double, many), many.map((x) => x * 2));
