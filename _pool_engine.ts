@@ -39,7 +39,7 @@ let codecWarmed = false;
  * made-up numbers. The first time a program runs that code, V8 compiles it
  * and runs it without type feedback: a program's first map of 100,000
  * numbers took 1.6-4.5 ms to encode its chunks, against 0.4-1.7 ms in later
- * pools; and 0.8-1.6 ms to check 75,000 of them (allEncodable), against
+ * pools; and 0.6-1.6 ms to check 75,000 of them (allEncodable), against
  * 0.12 after this. Called once per program, while its first pool's workers
  * start.
  */
